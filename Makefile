@@ -1,0 +1,51 @@
+# dpumesh — `make lab` brings up the emulated lab, `make test` runs every check.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := $(CURDIR)/.venv
+STAMPS      := $(CURDIR)/.cache/stamps
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
+export CONTAINERS_CONF := $(CURDIR)/tools/podman/containers.conf
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+APT_HASH := $(shell sha256sum requirements/apt.txt | cut -c1-16)
+PY_HASH  := $(shell cat pyproject.toml requirements/dev.txt requirements/constraints.txt | sha256sum | cut -c1-16)
+
+.PHONY: help deps lab test lint unit behaviour molecule e2e bench image clean-venv lab-down
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMPS)/apt-$(APT_HASH):
+	@mkdir -p $(STAMPS)
+	tools/install-apt-packages requirements/apt.txt
+	@touch $@
+
+$(STAMPS)/venv-$(PY_HASH): $(STAMPS)/apt-$(APT_HASH)
+	@mkdir -p $(STAMPS)
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -c requirements/constraints.txt -r requirements/dev.txt
+	$(VENV)/bin/pip install -q -c requirements/constraints.txt --no-deps --no-build-isolation -e .
+	$(VENV)/bin/ansible-galaxy collection install -r requirements.yml
+	@touch $@
+
+deps: $(STAMPS)/venv-$(PY_HASH)  ## install apt packages, the pinned venv and collections
+
+image: deps  ## build the molecule test image (only when its recipe changed)
+	tools/build-test-image
+
+lab: deps  ## bring up the emulated DPU lab (ansible-playbook -i inventories/lab playbooks/site.yml)
+	ansible-playbook -i inventories/lab playbooks/site.yml
+
+lab-down: deps  ## remove everything the lab created
+	dpumesh lab down
+
+test: deps image  ## lint, unit, behaviour, molecule and lab end-to-end tests
+	tools/run-test-suite
+
+bench: deps  ## run the benchmarks and write results under benchmarks/results
+	tools/run-benchmarks
+
+clean-venv:
+	rm -rf $(VENV) $(STAMPS)
