@@ -1,0 +1,125 @@
+"""The `dpumesh` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from dpumesh import __version__
+from dpumesh.errors import DpumeshError, InputError
+
+EXIT_INPUT = 2
+
+
+def mesh_settings_from(args: argparse.Namespace):
+    from dpumesh.compiler.settings import MeshSettings
+
+    values: dict = {}
+    if args.mesh_config:
+        try:
+            values = yaml.safe_load(Path(args.mesh_config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise DpumeshError(f"cannot read mesh settings {args.mesh_config}: {exc}") from exc
+        known = set(MeshSettings.__dataclass_fields__) - {"proxy"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DpumeshError(f"{args.mesh_config}: unknown mesh settings {unknown} (known: {sorted(known)})")
+    for key in ("trust_domain", "outbound_traffic_policy", "network_mode", "root_namespace", "cluster_domain"):
+        if getattr(args, key, None):
+            values[key] = getattr(args, key)
+    if args.strict:
+        values["strict"] = True
+    return MeshSettings(**values)
+
+
+def load(args: argparse.Namespace, service_cidr: str):
+    from dpumesh.state import load_live_state, load_state
+
+    if args.kubeconfig:
+        return load_live_state(args.kubeconfig, service_cidr)
+    return load_state(args.state, service_cidr)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from dpumesh.bundle import validate_with_envoy, write_tree
+    from dpumesh.compiler import compile_node
+
+    mesh = mesh_settings_from(args)
+    state = load(args, mesh.service_cidr)
+    nodes = sorted(n.name for n in state.nodes.values() if n.has_dpu) if args.all_nodes else args.node
+    if not nodes:
+        raise DpumeshError("name a node with --node NAME (or use --all-nodes)")
+    bundles = [compile_node(state, mesh, node) for node in nodes]  # every node compiles before anything is written
+    out = Path(args.out)
+    for bundle in bundles:
+        target = out / bundle.node if len(bundles) > 1 or args.all_nodes else out
+
+        def check(staged: Path) -> None:
+            if not args.no_validate:
+                validate_with_envoy(staged, mesh.proxy.config_dir)
+
+        changed = write_tree(target, bundle.files, check)
+        for warning in bundle.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        state_word = "written" if changed else "unchanged"
+        print(
+            f"{bundle.node}: version {bundle.version} {state_word} in {target} "
+            f"({bundle.stats['local_pods']} pods, {bundle.stats['classes']} classes, "
+            f"{bundle.stats['filter_chains']} filter chains, {bundle.stats['clusters']} clusters)"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpumesh", description="Sidecar-less Istio on DPUs.")
+    parser.add_argument("--version", action="version", version=f"dpumesh {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    comp = sub.add_parser("compile", help="compile one node's shared dpu-proxy config")
+    source = comp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--state", metavar="DIR", help="directory of Kubernetes + Istio YAML manifests")
+    source.add_argument("--kubeconfig", metavar="FILE", help="read the state from a live cluster")
+    which = comp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--node", action="append", metavar="NAME", help="node to compile (repeatable)")
+    which.add_argument("--all-nodes", action="store_true", help="every node that carries a DPU")
+    comp.add_argument("--out", required=True, metavar="DIR", help="output directory (one subdirectory per node)")
+    comp.add_argument("--mesh-config", metavar="FILE", help="YAML of mesh settings (trust_domain, ...)")
+    comp.add_argument("--trust-domain")
+    comp.add_argument("--outbound-traffic-policy", choices=["ALLOW_ANY", "REGISTRY_ONLY"])
+    comp.add_argument("--network-mode", choices=["underlay", "overlay"])
+    comp.add_argument("--root-namespace")
+    comp.add_argument("--cluster-domain")
+    comp.add_argument("--strict", action="store_true", help="treat what Istio only warns about as errors")
+    comp.add_argument("--no-validate", action="store_true", help="skip `envoy --mode validate`")
+    comp.set_defaults(func=cmd_compile)
+
+    for module, attr in (("dpumesh.lab.cli", "add_lab_parser"), ("dpumesh.k8s.cli", "add_images_parser")):
+        try:
+            adder = getattr(__import__(module, fromlist=[attr]), attr)
+        except (ImportError, AttributeError):
+            continue
+        adder(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except InputError as exc:
+        print(f"dpumesh: {len(exc.problems)} problem(s) in the input, nothing written:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INPUT
+    except DpumeshError as exc:
+        print(f"dpumesh: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

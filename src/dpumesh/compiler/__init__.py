@@ -1,0 +1,119 @@
+"""Compile Istio + Kubernetes state into one node's shared dpu-proxy config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from dpumesh.compiler import parity, tls
+from dpumesh.compiler.bootstrap import bootstrap, discovery_response
+from dpumesh.compiler.clusters import ClusterCatalog
+from dpumesh.compiler.context import CompileContext
+from dpumesh.compiler.inbound import build_inbound
+from dpumesh.compiler.outbound import OutboundBuilder
+from dpumesh.compiler.registry import ServiceRegistry
+from dpumesh.compiler.settings import MeshSettings, ProxyLayout
+from dpumesh.compiler.steering import steering_model
+from dpumesh.compiler.validate import (
+    check_port_conflicts,
+    validate_destination_rule,
+    validate_sidecar,
+    validate_virtual_service,
+)
+from dpumesh.compiler.views import build_classes
+from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
+from dpumesh.state.model import ClusterState
+
+LISTENER = "envoy.config.listener.v3.Listener"
+CLUSTER = "envoy.config.cluster.v3.Cluster"
+
+
+@dataclass
+class NodeBundle:
+    node: str
+    version: str
+    files: dict[str, bytes]
+    warnings: list[InputProblem] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors/aliases: every config file reads on its own."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _dump(data: Any) -> bytes:
+    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=120).encode()
+
+
+def prepare(state: ClusterState, mesh: MeshSettings, node: str) -> CompileContext:
+    """Validate everything node-independent; raise InputError listing every problem."""
+    mesh.validate()
+    if node not in state.nodes:
+        raise DpumeshError(
+            f"node {node!r} is not in the cluster state (known: {', '.join(sorted(state.nodes)) or 'none'})"
+        )
+    if not state.nodes[node].has_dpu:
+        raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
+    diag = Diagnostics()
+    ctx = CompileContext(state, mesh, node, diag, ServiceRegistry(state, mesh.cluster_domain, diag))
+    catalog = ClusterCatalog(ctx)
+    for vs in state.of_kind("VirtualService"):
+        validate_virtual_service(ctx, vs)
+    for dr in state.of_kind("DestinationRule"):
+        validate_destination_rule(ctx, dr, catalog)
+    for sc in state.of_kind("Sidecar"):
+        validate_sidecar(ctx, sc)
+    check_port_conflicts(ctx)
+    return ctx
+
+
+def compile_node(state: ClusterState, mesh: MeshSettings, node: str) -> NodeBundle:
+    ctx = prepare(state, mesh, node)
+    ctx.diag.raise_if_errors()
+    catalog = ClusterCatalog(ctx)
+    classes = build_classes(ctx)
+    outbound = OutboundBuilder(ctx, catalog).build(classes)
+    inbound_listener, inbound_clusters = build_inbound(ctx)
+    parity.collect_general_notes(ctx)
+    steering = steering_model(ctx)
+    ctx.diag.raise_if_errors()
+
+    clusters = catalog.fixed_clusters() + list(catalog.clusters.values()) + inbound_clusters
+    listeners = [outbound, inbound_listener]
+    files: dict[str, bytes] = {
+        "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
+        **tls.sds_files(ctx),
+    }
+    content = hashlib.sha256(json.dumps([listeners, clusters, steering], sort_keys=True).encode()).hexdigest()
+    version = content[:16]
+    files["envoy/lds.yaml"] = _dump(discovery_response(LISTENER, [_strip_type(x) for x in listeners], version))
+    files["envoy/cds.yaml"] = _dump(discovery_response(CLUSTER, clusters, version))
+    steering["version"] = version
+    files["steering.json"] = (json.dumps(steering, indent=2, sort_keys=True) + "\n").encode()
+    report = parity.report(ctx)
+    files["parity.json"] = (json.dumps(report, indent=2) + "\n").encode()
+    files["parity.txt"] = parity.summary(report).encode()
+    stats = {
+        "classes": len(classes),
+        "listeners": len(listeners),
+        "filter_chains": sum(len(x.get("filter_chains", [])) for x in listeners),
+        "clusters": len(clusters),
+        "local_pods": len(ctx.local_pods),
+    }
+    manifest = {"node": node, "version": version, "stats": stats, "files": sorted([*files, "MANIFEST.json"])}
+    files["MANIFEST.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+    return NodeBundle(node, version, files, ctx.diag.warnings, stats)
+
+
+def _strip_type(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "@type"}
+
+
+__all__ = ["MeshSettings", "NodeBundle", "ProxyLayout", "compile_node", "prepare"]

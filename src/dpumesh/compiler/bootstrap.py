@@ -1,0 +1,52 @@
+"""The dpu-proxy's static bootstrap: admin, node identity, and LDS/CDS from files.
+
+Envoy watches the directory of `lds.yaml` / `cds.yaml` and reloads a file when
+it is moved into place, so a config change needs no restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpumesh.compiler.context import CompileContext
+
+
+def bootstrap(ctx: CompileContext) -> dict[str, Any]:
+    layout = ctx.mesh.proxy
+    return {
+        "node": {
+            "id": f"dpu-proxy~{ctx.node}",
+            "cluster": "dpu-proxy",
+            "metadata": {"dpumesh_node": ctx.node, "trust_domain": ctx.mesh.trust_domain},
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": layout.admin_port}},
+        },
+        "dynamic_resources": {
+            "lds_config": {
+                "path_config_source": {"path": f"{layout.config_dir}/lds.yaml"},
+                "resource_api_version": "V3",
+            },
+            "cds_config": {
+                "path_config_source": {"path": f"{layout.config_dir}/cds.yaml"},
+                "resource_api_version": "V3",
+            },
+        },
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "static",
+                    "static_layer": {
+                        "overload.global_downstream_max_connections": 100000,
+                        "envoy.reloadable_features.no_extension_lookup_by_name": True,
+                    },
+                },
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+    }
+
+
+def discovery_response(type_name: str, resources: list[dict[str, Any]], version: str) -> dict[str, Any]:
+    url = f"type.googleapis.com/{type_name}"
+    return {"version_info": version, "type_url": url, "resources": [{"@type": url, **r} for r in resources]}

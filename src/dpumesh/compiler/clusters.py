@@ -1,0 +1,354 @@
+"""DestinationRules → Envoy clusters, named as Istio names them.
+
+Routes ask the catalog for a cluster (`ref`); the catalog decides which
+variant a source class needs (its DestinationRule, its client identity) and
+builds each distinct cluster once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dpumesh.compiler import tls
+from dpumesh.compiler.context import CompileContext, typed
+from dpumesh.compiler.durations import envoy_duration, parse_duration
+from dpumesh.compiler.registry import Host, HostEndpoint, is_http
+from dpumesh.compiler.views import SourceClass, destination_rule_for
+from dpumesh.state.model import IstioObject
+
+PASSTHROUGH = "PassthroughCluster"
+BLACKHOLE = "BlackHoleCluster"
+MAX = 4294967295  # Istio's "unlimited" circuit-breaker thresholds
+SIMPLE_LB = {
+    "ROUND_ROBIN": "ROUND_ROBIN",
+    "LEAST_REQUEST": "LEAST_REQUEST",
+    "LEAST_CONN": "LEAST_REQUEST",
+    "RANDOM": "RANDOM",
+    "PASSTHROUGH": "CLUSTER_PROVIDED",
+    "UNSPECIFIED": "LEAST_REQUEST",
+}
+TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+POLICY_KEYS = (
+    "loadBalancer",
+    "connectionPool",
+    "outlierDetection",
+    "tls",
+    "portLevelSettings",
+    "tunnel",
+    "proxyProtocol",
+)
+
+
+def istio_name(port: int, subset: str, fqdn: str) -> str:
+    return f"outbound|{port}|{subset}|{fqdn}"
+
+
+def upstream_mark(mark: int) -> dict[str, Any]:
+    """Bind config that sets SO_MARK on upstream sockets, so the dataplane can tell them apart."""
+    return {
+        "source_address": {"address": "0.0.0.0", "port_value": 0},
+        "socket_options": [{"level": 1, "name": 36, "int_value": mark, "state": "STATE_PREBIND"}],
+    }
+
+
+@dataclass(frozen=True)
+class ClusterKey:
+    fqdn: str
+    port: int
+    subset: str
+    dr: str  # namespace/name of the DestinationRule, or ""
+    identity: str  # namespace/serviceaccount of the client when it may originate Istio mTLS
+
+
+class ClusterCatalog:
+    def __init__(self, ctx: CompileContext):
+        self.ctx = ctx
+        self.clusters: dict[str, dict[str, Any]] = {}
+        self.hash_policies: dict[str, list[dict[str, Any]]] = {}
+        self._names: dict[ClusterKey, str] = {}
+        self._validated: set[str] = set()
+
+    # -- naming ---------------------------------------------------------------------------
+    def ref(self, cls: SourceClass, dest: dict[str, Any], listener_port: int, vs: IstioObject | None) -> str:
+        """The cluster name for a route destination, as seen by `cls`."""
+        ns = vs.meta.namespace if vs is not None else cls.namespace
+        fqdn = self.ctx.registry.resolve(str(dest.get("host")), ns)
+        host = self.ctx.registry.hosts.get(fqdn)
+        subset = str(dest.get("subset") or "")
+        port = (dest.get("port") or {}).get("number")
+        if port is None:
+            port = next(iter(host.ports)) if host is not None and len(host.ports) == 1 else listener_port
+        if host is None or port not in host.ports:
+            # Unknown host or port: Istio points at a cluster that does not exist → 503 at request time.
+            return istio_name(port, subset, fqdn)
+        return self.cluster_for(cls, host, port, subset)
+
+    def cluster_for(self, cls: SourceClass, host: Host, port: int, subset: str = "") -> str:
+        dr = destination_rule_for(self.ctx, cls.namespace, host)
+        if subset and not _find_subset(dr, subset):
+            return istio_name(port, subset, host.fqdn)  # undefined subset → 503, like Istio
+        identity = f"{cls.namespace}/{cls.service_account}"
+        key = ClusterKey(host.fqdn, port, subset, dr.meta.key if dr else "", identity)
+        if key in self._names:
+            return self._names[key]
+        cluster = self.build(cls, host, port, subset, dr)
+        # Clusters identical for several classes (no client certificate in them) are shared.
+        neutral = _without_identity(cluster)
+        name = istio_name(port, subset, host.fqdn)
+        if neutral:
+            suffix = f"~dr={dr.meta.key}" if dr and dr.meta.namespace != host.namespace else ""
+        else:
+            suffix = f"~{identity}" + (f"~dr={dr.meta.key}" if dr and dr.meta.namespace != host.namespace else "")
+        name += suffix
+        cluster["name"] = name
+        cluster["alt_stat_name"] = istio_name(port, subset, host.fqdn)
+        self.clusters.setdefault(name, cluster)
+        self._names[key] = name
+        return name
+
+    # -- building -------------------------------------------------------------------------
+    def build(self, cls: SourceClass, host: Host, port: int, subset: str, dr: IstioObject | None) -> dict[str, Any]:
+        hp = host.ports[port]
+        policy = effective_policy(dr, subset, port)
+        endpoints = hp.endpoints
+        subset_labels = (_find_subset(dr, subset) or {}).get("labels") or {} if subset else {}
+        if subset_labels:
+            endpoints = [e for e in endpoints if all(e.labels.get(k) == str(v) for k, v in subset_labels.items())]
+        cluster: dict[str, Any] = {
+            "connect_timeout": "10s",
+            "upstream_bind_config": upstream_mark(self.ctx.mesh.proxy.capture_mark),
+            "circuit_breakers": {
+                "thresholds": [
+                    {"max_connections": MAX, "max_pending_requests": MAX, "max_requests": MAX, "max_retries": MAX}
+                ]
+            },
+            "common_lb_config": {},
+        }
+        if host.resolution == "NONE":
+            cluster.update({"type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"})
+        else:
+            cluster["type"] = "STRICT_DNS" if host.resolution == "DNS" else "STATIC"
+            cluster["lb_policy"] = "LEAST_REQUEST"
+            cluster["load_assignment"] = {
+                "cluster_name": istio_name(port, subset, host.fqdn),
+                "endpoints": [{"lb_endpoints": [_lb_endpoint(e) for e in endpoints]}] if endpoints else [],
+            }
+        if hp.protocol in ("HTTP2", "GRPC"):
+            cluster["typed_extension_protocol_options"] = _http_options(http2=True)
+        where = ("DestinationRule", dr.meta.namespace, dr.meta.name) if dr else None
+        name = istio_name(port, subset, host.fqdn)
+        self.apply_load_balancer(cluster, policy.get("loadBalancer"), where, name, is_http(hp.protocol))
+        self.apply_connection_pool(cluster, policy.get("connectionPool"), where, hp.protocol)
+        self.apply_outlier(cluster, policy.get("outlierDetection"), where)
+        self.apply_tls(cluster, cls, host, port, subset, policy.get("tls"), where, endpoints)
+        if not cluster["common_lb_config"]:
+            del cluster["common_lb_config"]
+        return cluster
+
+    def apply_load_balancer(self, cluster, lb, where, name, http: bool) -> None:
+        if not lb:
+            return
+        if "simple" in lb:
+            simple = lb["simple"]
+            if simple not in SIMPLE_LB:
+                self._error(where, "trafficPolicy.loadBalancer.simple", f"{simple!r} is not one of {sorted(SIMPLE_LB)}")
+                return
+            if simple == "PASSTHROUGH":
+                cluster.update({"type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"})
+                cluster.pop("load_assignment", None)
+            else:
+                cluster["lb_policy"] = SIMPLE_LB[simple]
+        elif "consistentHash" in lb:
+            ch = lb["consistentHash"] or {}
+            policy: dict[str, Any]
+            if "httpHeaderName" in ch:
+                policy = {"header": {"header_name": str(ch["httpHeaderName"])}}
+            elif "httpCookie" in ch:
+                cookie = ch["httpCookie"] or {}
+                if not cookie.get("name"):
+                    self._error(where, "trafficPolicy.loadBalancer.consistentHash.httpCookie.name", "is required")
+                    return
+                policy = {"cookie": {"name": cookie["name"]}}
+                if cookie.get("ttl"):
+                    policy["cookie"]["ttl"] = envoy_duration(parse_duration(cookie["ttl"]) or 0)
+                if cookie.get("path"):
+                    policy["cookie"]["path"] = cookie["path"]
+            elif ch.get("useSourceIp"):
+                policy = {"connection_properties": {"source_ip": True}}
+            elif "httpQueryParameterName" in ch:
+                policy = {"query_parameter": {"name": str(ch["httpQueryParameterName"])}}
+            else:
+                self._error(where, "trafficPolicy.loadBalancer.consistentHash", "names no hash key")
+                return
+            if "maglev" in ch:
+                cluster["lb_policy"] = "MAGLEV"
+                size = (ch.get("maglev") or {}).get("tableSize")
+                if size:
+                    cluster["maglev_lb_config"] = {"table_size": size}
+            else:
+                cluster["lb_policy"] = "RING_HASH"
+                size = (ch.get("ringHash") or {}).get("minimumRingSize") or ch.get("minimumRingSize") or 1024
+                cluster["ring_hash_lb_config"] = {"minimum_ring_size": size}
+            if http or "connection_properties" in policy:
+                self.hash_policies[name] = [policy]
+        if "localityLbSetting" in lb:
+            pass  # one node, one locality: nothing to do (reported in parity)
+
+    def apply_connection_pool(self, cluster, pool, where, protocol) -> None:
+        if not pool:
+            return
+        thresholds = cluster["circuit_breakers"]["thresholds"][0]
+        tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+        fld = "trafficPolicy.connectionPool"
+        for key, target in (("maxConnections", "max_connections"),):
+            if key in tcp:
+                thresholds[target] = self._positive(where, f"{fld}.tcp.{key}", tcp[key])
+        if "connectTimeout" in tcp:
+            seconds = parse_duration(tcp["connectTimeout"])
+            if seconds is None:
+                self._error(where, f"{fld}.tcp.connectTimeout", f"{tcp['connectTimeout']!r} is not a duration")
+            else:
+                cluster["connect_timeout"] = envoy_duration(seconds)
+        for key, target in (
+            ("http1MaxPendingRequests", "max_pending_requests"),
+            ("http2MaxRequests", "max_requests"),
+            ("maxRetries", "max_retries"),
+        ):
+            if key in http:
+                thresholds[target] = self._positive(where, f"{fld}.http.{key}", http[key])
+        options: dict[str, Any] = {}
+        if "maxRequestsPerConnection" in http:
+            options["max_requests_per_connection"] = self._positive(
+                where, f"{fld}.http.maxRequestsPerConnection", http["maxRequestsPerConnection"]
+            )
+        if "idleTimeout" in http:
+            seconds = parse_duration(http["idleTimeout"])
+            if seconds is None:
+                self._error(where, f"{fld}.http.idleTimeout", f"{http['idleTimeout']!r} is not a duration")
+            else:
+                options["idle_timeout"] = envoy_duration(seconds)
+        if options and is_http(protocol):
+            http2 = protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE"
+            cluster["typed_extension_protocol_options"] = _http_options(http2=http2, common=options)
+
+    def apply_outlier(self, cluster, od, where) -> None:
+        if not od:
+            return
+        fld = "trafficPolicy.outlierDetection"
+        out: dict[str, Any] = {"enforcing_consecutive_5xx": 0, "enforcing_success_rate": 0}
+        if "consecutive5xxErrors" in od:
+            out["consecutive_5xx"] = self._positive(where, f"{fld}.consecutive5xxErrors", od["consecutive5xxErrors"])
+            out["enforcing_consecutive_5xx"] = 100
+        if "consecutiveGatewayErrors" in od:
+            out["consecutive_gateway_failure"] = self._positive(
+                where, f"{fld}.consecutiveGatewayErrors", od["consecutiveGatewayErrors"]
+            )
+            out["enforcing_consecutive_gateway_failure"] = 100
+        for key, target in (("interval", "interval"), ("baseEjectionTime", "base_ejection_time")):
+            if key in od:
+                seconds = parse_duration(od[key])
+                if seconds is None:
+                    self._error(where, f"{fld}.{key}", f"{od[key]!r} is not a duration")
+                else:
+                    out[target] = envoy_duration(seconds)
+        if "maxEjectionPercent" in od:
+            out["max_ejection_percent"] = self._positive(where, f"{fld}.maxEjectionPercent", od["maxEjectionPercent"])
+        if "minHealthPercent" in od:
+            cluster["common_lb_config"]["healthy_panic_threshold"] = {"value": float(od["minHealthPercent"])}
+        cluster["outlier_detection"] = out
+
+    def apply_tls(self, cluster, cls, host: Host, port, subset, settings, where, endpoints) -> None:
+        mode = (settings or {}).get("mode", "")
+        if settings and mode not in TLS_MODES:
+            self._error(where, "trafficPolicy.tls.mode", f"{mode!r} is not one of {TLS_MODES}")
+            return
+        sni = f"outbound_.{port}_.{subset}_.{host.fqdn}"
+        sans = sorted({self.ctx.identity(*e.service_account.split("/", 1)) for e in endpoints if e.service_account})
+        istio = tls.client_transport_socket(self.ctx, cls.namespace, cls.service_account, sni, sans)
+        if mode == "ISTIO_MUTUAL":
+            cluster["transport_socket"] = istio
+        elif mode in ("SIMPLE", "MUTUAL"):
+            cluster["transport_socket"] = tls.simple_client_transport_socket(self.ctx, settings, where)
+        elif mode == "" and not host.mesh_external and any(e.meshed for e in endpoints):
+            # Istio's auto mTLS: Istio TLS to endpoints that have a proxy, plaintext to the rest.
+            cluster["transport_socket_matches"] = [
+                {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": istio},
+                {
+                    "name": "tlsMode-disabled",
+                    "match": {},
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.raw_buffer",
+                        "typed_config": typed("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"),
+                    },
+                },
+            ]
+
+    # -- helpers --------------------------------------------------------------------------
+    def _error(self, where, fld: str, message: str) -> None:
+        if where:
+            self.ctx.diag.error(*where, f"spec.{fld}", message)
+
+    def _positive(self, where, fld: str, value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            self._error(where, fld, f"{value!r} is not a non-negative integer")
+            return 0
+        return value
+
+    def fixed_clusters(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": PASSTHROUGH,
+                "type": "ORIGINAL_DST",
+                "lb_policy": "CLUSTER_PROVIDED",
+                "connect_timeout": "10s",
+                "upstream_bind_config": upstream_mark(self.ctx.mesh.proxy.capture_mark),
+            },
+            {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "10s"},
+        ]
+
+
+def _find_subset(dr: IstioObject | None, subset: str) -> dict[str, Any] | None:
+    if dr is None:
+        return None
+    for s in dr.spec.get("subsets") or []:
+        if isinstance(s, dict) and s.get("name") == subset:
+            return s
+    return None
+
+
+def effective_policy(dr: IstioObject | None, subset: str, port: int) -> dict[str, Any]:
+    """Top-level policy, then the subset's, each refined by its portLevelSettings for `port`."""
+    if dr is None:
+        return {}
+    layers = [dr.spec.get("trafficPolicy") or {}]
+    if subset:
+        layers.append((_find_subset(dr, subset) or {}).get("trafficPolicy") or {})
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if k in POLICY_KEYS and k != "portLevelSettings"})
+        for pls in layer.get("portLevelSettings") or []:
+            if isinstance(pls, dict) and (pls.get("port") or {}).get("number") == port:
+                merged.update({k: v for k, v in pls.items() if k != "port"})
+    return merged
+
+
+def _lb_endpoint(e: HostEndpoint) -> dict[str, Any]:
+    out: dict[str, Any] = {"endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}}}
+    if e.meshed:
+        out["metadata"] = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
+    return out
+
+
+def _http_options(http2: bool, common: dict[str, Any] | None = None) -> dict[str, Any]:
+    protocol = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    options = typed(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        explicit_http_config=protocol,
+        **({"common_http_protocol_options": common} if common else {}),
+    )
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
+
+
+def _without_identity(cluster: dict[str, Any]) -> bool:
+    return "transport_socket_matches" not in cluster and "transport_socket" not in cluster

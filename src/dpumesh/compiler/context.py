@@ -1,0 +1,75 @@
+"""What every part of the compiler shares while compiling one node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dpumesh.compiler.registry import ServiceRegistry
+from dpumesh.compiler.settings import MeshSettings
+from dpumesh.errors import Diagnostics
+from dpumesh.state.model import ClusterState, IstioObject, Pod
+
+KEPT = "kept"
+DIFFERENT = "kept-with-difference"
+UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class ParityEntry:
+    """One Istio feature that applies to one pod, and how the shared proxy treats it."""
+
+    feature: str  # e.g. "VirtualService/default/reviews http[0].fault"
+    status: str  # KEPT | DIFFERENT | UNSUPPORTED
+    detail: str = ""
+
+
+@dataclass
+class CompileContext:
+    state: ClusterState
+    mesh: MeshSettings
+    node: str
+    diag: Diagnostics
+    registry: ServiceRegistry
+    parity: dict[str, list[ParityEntry]] = field(default_factory=dict)
+
+    @property
+    def local_pods(self) -> list[Pod]:
+        return [p for p in self.state.pods if p.node == self.node]
+
+    @property
+    def local_meshed_pods(self) -> list[Pod]:
+        return [p for p in self.local_pods if p.meshed]
+
+    def note(self, pods: list[Pod], feature: str, status: str, detail: str = "") -> None:
+        for pod in pods:
+            entries = self.parity.setdefault(pod.meta.key, [])
+            entry = ParityEntry(feature, status, detail)
+            if entry not in entries:
+                entries.append(entry)
+
+    def identity(self, namespace: str, service_account: str) -> str:
+        return self.mesh.spiffe(namespace, service_account)
+
+    @staticmethod
+    def selects(obj: IstioObject, pod: Pod, field_name: str = "selector") -> bool:
+        """Whether a workload selector of `obj` (spec.<field>.matchLabels) picks `pod`.
+
+        An object without a selector applies to every pod of its namespace.
+        """
+        selector = obj.spec.get(field_name) or {}
+        labels = selector.get("matchLabels") or selector.get("labels") or {}
+        return all(pod.labels.get(k) == str(v) for k, v in labels.items())
+
+
+def secret_name(namespace: str, service_account: str) -> str:
+    """SDS secret name of a workload identity (its key + certificate)."""
+    return f"spiffe~{namespace}~{service_account}"
+
+
+ROOT_CA_SECRET = "ROOTCA"
+
+
+def typed(type_name: str, **fields: Any) -> dict[str, Any]:
+    """An Envoy `typed_config` with its `@type` URL."""
+    return {"@type": f"type.googleapis.com/{type_name}", **fields}

@@ -1,0 +1,299 @@
+"""The outbound listener: one filter-chain tree per source class.
+
+The listener's matcher picks the class by source pod IP, then the chain by
+destination port and IP — the decisions a sidecar makes for its own pod,
+made here per class of identical pods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpumesh.compiler.clusters import BLACKHOLE, PASSTHROUGH, ClusterCatalog
+from dpumesh.compiler.context import CompileContext, typed
+from dpumesh.compiler.registry import Host, is_http
+from dpumesh.compiler.routes import RouteBuilder, default_route
+from dpumesh.compiler.views import SourceClass, host_matches, virtual_service_for, visible_hosts
+
+INPUT = "envoy.extensions.matching.common_inputs.network.v3."
+
+
+def _action(chain: str) -> dict[str, Any]:
+    return {"action": {"name": chain, "typed_config": typed("google.protobuf.StringValue", value=chain)}}
+
+
+def _input(kind: str) -> dict[str, Any]:
+    return {"name": kind, "typed_config": typed(INPUT + kind)}
+
+
+def tcp_proxy_chain(name: str, stat: str, cluster: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "filters": [
+            {
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": typed(
+                    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", stat_prefix=stat, cluster=cluster
+                ),
+            }
+        ],
+    }
+
+
+def domains_for(host: Host, port: int, client_ns: str) -> list[str]:
+    """Every name a client in `client_ns` may use for the host, with and without the port."""
+    names = [host.fqdn]
+    if host.kind == "Service":
+        base = f"{host.short_name}.{host.namespace}"
+        names += [f"{base}.svc", base]
+        if client_ns == host.namespace:
+            names.append(host.short_name)
+    names += host.vips
+    return [d for name in names for d in (name, f"{name}:{port}")]
+
+
+class OutboundBuilder:
+    def __init__(self, ctx: CompileContext, catalog: ClusterCatalog):
+        self.ctx = ctx
+        self.catalog = catalog
+        self.chains: list[dict[str, Any]] = []
+
+    def passthrough_cluster(self, cls: SourceClass) -> str:
+        return PASSTHROUGH if cls.outbound_policy == "ALLOW_ANY" else BLACKHOLE
+
+    def build(self, classes: list[SourceClass]) -> dict[str, Any]:
+        range_matchers = []
+        for cls in classes:
+            tree = self.class_tree(cls)
+            range_matchers.append(
+                {
+                    "ranges": [{"address_prefix": ip, "prefix_len": 32} for ip in cls.ips],
+                    "on_match": {"matcher": tree},
+                }
+            )
+        fallback = tcp_proxy_chain("passthrough", "PassthroughCluster", PASSTHROUGH)
+        self.chains.append(fallback)
+        listener: dict[str, Any] = {
+            "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+            "name": "outbound",
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": self.ctx.mesh.proxy.outbound_port}},
+            "transparent": True,
+            "listener_filters": [
+                {
+                    "name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
+                }
+            ],
+            "filter_chains": self.chains,
+        }
+        matcher: dict[str, Any] = {"on_no_match": _action("passthrough")}
+        if range_matchers:
+            matcher["matcher_tree"] = {
+                "input": _input("SourceIPInput"),
+                "custom_match": {
+                    "name": "source-class",
+                    "typed_config": typed("xds.type.matcher.v3.IPMatcher", range_matchers=range_matchers),
+                },
+            }
+        listener["filter_chain_matcher"] = matcher
+        return listener
+
+    def class_tree(self, cls: SourceClass) -> dict[str, Any]:
+        hosts = visible_hosts(self.ctx, cls)
+        by_port: dict[int, list[Host]] = {}
+        for host in hosts:
+            for port in host.ports:
+                by_port.setdefault(port, []).append(host)
+        default_chain = f"{cls.name}~passthrough"
+        self.chains.append(tcp_proxy_chain(default_chain, self.passthrough_cluster(cls), self.passthrough_cluster(cls)))
+        port_map = {}
+        for port, port_hosts in sorted(by_port.items()):
+            port_map[str(port)] = self.port_entry(cls, port, port_hosts, default_chain)
+        tree: dict[str, Any] = {"on_no_match": _action(default_chain)}
+        if port_map:
+            tree["matcher_tree"] = {"input": _input("DestinationPortInput"), "exact_match_map": {"map": port_map}}
+        return tree
+
+    def port_entry(self, cls: SourceClass, port: int, hosts: list[Host], default_chain: str) -> dict[str, Any]:
+        http_hosts = [h for h in hosts if is_http(h.ports[port].protocol)]
+        other = [h for h in hosts if not is_http(h.ports[port].protocol)]
+        fallback = default_chain
+        if http_hosts:
+            fallback = self.http_chain(cls, port, http_hosts)
+        ip_map = {}
+        for host in other:
+            chain = self.tcp_chain(cls, port, host)
+            for vip in host.vips:
+                if "/" not in vip:
+                    ip_map[vip] = _action(chain)
+        if not ip_map:
+            return _action(fallback)
+        return {
+            "matcher": {
+                "matcher_tree": {"input": _input("DestinationIPInput"), "exact_match_map": {"map": ip_map}},
+                "on_no_match": _action(fallback),
+            }
+        }
+
+    # -- TCP / TLS ------------------------------------------------------------------------
+    def tcp_chain(self, cls: SourceClass, port: int, host: Host) -> str:
+        name = f"{cls.name}~{host.vips[0] if host.vips else host.fqdn}_{port}"
+        vs = virtual_service_for(self.ctx, cls.namespace, host)
+        cluster = self.catalog.cluster_for(cls, host, port)
+        routes = (vs.spec.get("tcp") or []) if vs else []
+        for ri, route in enumerate(routes):
+            matches = (route or {}).get("match") or [{}]
+            if any(self._l4_match_applies(cls, vs, f"tcp{ri}", mi, m, port) for mi, m in enumerate(matches)):
+                dests = RouteBuilder(self.ctx.diag, vs).destinations(f"spec.tcp[{ri}].route", route)
+                if not dests:
+                    break
+                if len(dests) == 1:
+                    cluster = self.catalog.ref(cls, dests[0]["destination"], port, vs)
+                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} tcp[{ri}]", "kept")
+                else:
+                    weighted = [
+                        {"name": self.catalog.ref(cls, d["destination"], port, vs), "weight": d["weight"]}
+                        for d in dests
+                        if d["weight"]
+                    ]
+                    self.chains.append(self._weighted_tcp_chain(name, f"outbound|{port}||{host.fqdn}", weighted))
+                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} tcp[{ri}] weights", "kept")
+                    return name
+                break
+        self.chains.append(tcp_proxy_chain(name, f"outbound|{port}||{host.fqdn}", cluster))
+        return name
+
+    def _weighted_tcp_chain(self, name: str, stat: str, weighted: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "filters": [
+                {
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": typed(
+                        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        stat_prefix=stat,
+                        weighted_clusters={"clusters": weighted},
+                    ),
+                }
+            ],
+        }
+
+    def _l4_match_applies(self, cls, vs, section: str, mi: int, match: dict[str, Any], port: int) -> bool:
+        if not isinstance(match, dict):
+            return False
+        if "port" in match and match["port"] != port:
+            return False
+        if "sourceLabels" in match and f"{vs.meta.key}/{section}/{mi}" not in cls.source_matches:
+            return False
+        return not ("sourceNamespace" in match and match["sourceNamespace"] != cls.namespace)
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def http_chain(self, cls: SourceClass, port: int, hosts: list[Host]) -> str:
+        name = f"{cls.name}~0.0.0.0_{port}"
+        vhosts = []
+        seen_domains: set[str] = set()
+        for host in hosts:
+            domains = [d for d in domains_for(host, port, cls.namespace) if d not in seen_domains]
+            seen_domains.update(domains)
+            vhosts.append(
+                {"name": f"{host.fqdn}:{port}", "domains": domains, "routes": self.host_routes(cls, port, host)}
+            )
+        if cls.outbound_policy == "ALLOW_ANY":
+            fallback = {"name": "allow_any", "domains": ["*"], "routes": [default_route(PASSTHROUGH)]}
+            fallback["routes"][0]["name"] = "allow_any"
+            del fallback["routes"][0]["route"]["retry_policy"]
+        else:
+            fallback = {
+                "name": "block_all",
+                "domains": ["*"],
+                "routes": [{"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}],
+            }
+        vhosts.append(fallback)
+        for vh in vhosts:
+            for route in vh["routes"]:
+                self._add_hash_policy(route)
+        hcm = typed(
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            stat_prefix=f"outbound_0.0.0.0_{port}",
+            route_config={"name": f"{port}", "virtual_hosts": vhosts, "validate_clusters": False},
+            http_filters=[
+                {
+                    "name": "envoy.filters.http.fault",
+                    "typed_config": typed("envoy.extensions.filters.http.fault.v3.HTTPFault"),
+                },
+                {
+                    "name": "envoy.filters.http.cors",
+                    "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),
+                },
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+                },
+            ],
+            use_remote_address=False,
+            normalize_path=True,
+            request_id_extension={
+                "typed_config": typed(
+                    "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", use_request_id_for_trace_sampling=True
+                )
+            },
+        )
+        self.chains.append(
+            {"name": name, "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        )
+        return name
+
+    def _add_hash_policy(self, route: dict[str, Any]) -> None:
+        action = route.get("route") or {}
+        cluster = action.get("cluster")
+        if cluster is None and action.get("weighted_clusters"):
+            cluster = action["weighted_clusters"]["clusters"][0]["name"]
+        alt = cluster.split("~", 1)[0] if cluster else None
+        if alt in self.catalog.hash_policies:
+            action["hash_policy"] = self.catalog.hash_policies[alt]
+
+    def host_routes(self, cls: SourceClass, port: int, host: Host) -> list[dict[str, Any]]:
+        vs = virtual_service_for(self.ctx, cls.namespace, host)
+        if vs is None or not vs.spec.get("http"):
+            return [default_route(self.catalog.cluster_for(cls, host, port))]
+        builder = RouteBuilder(self.ctx.diag, vs)
+
+        def cluster_of(dest: dict[str, Any], listener_port: int) -> str:
+            return self.catalog.ref(cls, dest, listener_port, vs)
+
+        def applies(ri: int):
+            def check(mi: int, match: dict[str, Any]) -> bool:
+                if "port" in match and match["port"] != port:
+                    return False
+                if "sourceLabels" in match and f"{vs.meta.key}/{ri}/{mi}" not in cls.source_matches:
+                    return False
+                if "sourceNamespace" in match and match["sourceNamespace"] != cls.namespace:
+                    return False
+                gateways = match.get("gateways")
+                return not (gateways and "mesh" not in gateways)
+
+            return check
+
+        routes = []
+        for ri, route in enumerate(vs.spec.get("http") or []):
+            built = builder.http_route(ri, route, port, cluster_of, applies(ri))
+            routes.extend(built)
+            if built:
+                for feature in _route_features(route):
+                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} http[{ri}].{feature}", "kept")
+        self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} -> {host.fqdn}", "kept")
+        return routes
+
+
+def _route_features(route: Any) -> list[str]:
+    if not isinstance(route, dict):
+        return []
+    return sorted(k for k in route if k not in ("name",))
+
+
+def hosts_of_vs(ctx: CompileContext, vs) -> list[str]:
+    return [
+        h
+        for h in ctx.registry.hosts
+        if any(host_matches(ctx.registry.resolve(p, vs.meta.namespace), h) for p in vs.spec.get("hosts") or [])
+    ]

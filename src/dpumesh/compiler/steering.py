@@ -1,0 +1,89 @@
+"""The dataplane steering model of one node (schema in docs/architecture.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpumesh.compiler.context import CompileContext
+
+SCHEMA = "dpumesh.io/steering/v1"
+EXCLUDE_ANNOTATIONS = {
+    "traffic.sidecar.istio.io/excludeOutboundPorts": "outbound_exclude_ports",
+    "traffic.sidecar.istio.io/excludeInboundPorts": "inbound_exclude_ports",
+    "traffic.sidecar.istio.io/excludeOutboundIPRanges": "outbound_exclude_cidrs",
+    "traffic.sidecar.istio.io/includeInboundPorts": "inbound_ports",
+}
+
+
+def steering_model(ctx: CompileContext) -> dict[str, Any]:
+    layout = ctx.mesh.proxy
+    node = ctx.state.nodes[ctx.node]
+    pods = []
+    for pod in sorted(ctx.local_pods, key=lambda p: p.meta.key):
+        capture: dict[str, Any] = {
+            "outbound": pod.meshed,
+            "outbound_exclude_ports": [],
+            "outbound_exclude_cidrs": [],
+            "inbound_ports": [],  # empty: every TCP port, as Istio captures by default
+            "inbound_exclude_ports": [],
+        }
+        for annotation, key in EXCLUDE_ANNOTATIONS.items():
+            raw = pod.meta.annotations.get(annotation, "")
+            values = [v.strip() for v in raw.split(",") if v.strip()]
+            if raw.strip() == "*":
+                continue
+            if key.endswith("ports"):
+                good = [int(v) for v in values if v.isdigit() and 1 <= int(v) <= 65535]
+                if len(good) != len(values):
+                    ctx.diag.error("Pod", pod.namespace, pod.name, f"metadata.annotations[{annotation}]", "not ports")
+                capture[key] = good
+            else:
+                capture[key] = values
+        pods.append(
+            {
+                "namespace": pod.namespace,
+                "name": pod.name,
+                "ip": pod.ip,
+                "mac": pod.mac,
+                "vf": {"representor": pod.vf.representor, "pci_address": pod.vf.pci_address},
+                "meshed": pod.meshed,
+                "capture": capture,
+            }
+        )
+    remotes = []
+    for other in sorted(ctx.state.nodes.values(), key=lambda n: n.name):
+        if other.name == ctx.node or not other.has_dpu:
+            continue
+        fabric_ip = ctx.mesh.node_fabric_ips.get(other.name) or other.fabric_ip
+        if not fabric_ip:
+            ctx.diag.error("Node", "", other.name, "fabric IP", "unknown: set the dpumesh.io/dpu-fabric-ip annotation")
+            continue
+        remotes.append(
+            {
+                "node": other.name,
+                "fabric_ip": fabric_ip,
+                "pod_cidr": other.pod_cidr,
+                "pod_ips": sorted(p.ip for p in ctx.state.pods if p.node == other.name),
+            }
+        )
+    return {
+        "schema": SCHEMA,
+        "node": ctx.node,
+        "version": "",
+        "network_mode": ctx.mesh.network_mode,
+        "local": {
+            "fabric_ip": ctx.mesh.node_fabric_ips.get(ctx.node) or node.fabric_ip,
+            "pod_cidr": node.pod_cidr,
+        },
+        "tunnel": {"type": "vxlan", "vni": ctx.mesh.tunnel_vni, "dstport": 4789},
+        "proxy": {
+            "outbound_port": layout.outbound_port,
+            "inbound_port": layout.inbound_port,
+            "capture_mark": layout.capture_mark,
+            "bypass_mark": layout.bypass_mark,
+            "route_table": layout.route_table,
+            "admin_port": layout.admin_port,
+        },
+        "pods": pods,
+        "remote_nodes": remotes,
+    }

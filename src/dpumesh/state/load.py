@@ -1,0 +1,93 @@
+"""Read raw Kubernetes objects from a manifest directory or a live cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpumesh.errors import DpumeshError, InputError, InputProblem
+
+# (apiVersion group, plural) of every kind the compiler reads from a live cluster.
+LIVE_KINDS: dict[str, tuple[str, str, str]] = {
+    "Node": ("", "v1", "nodes"),
+    "Namespace": ("", "v1", "namespaces"),
+    "Pod": ("", "v1", "pods"),
+    "Service": ("", "v1", "services"),
+    "ServiceAccount": ("", "v1", "serviceaccounts"),
+    "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
+    "VirtualService": ("networking.istio.io", "v1", "virtualservices"),
+    "DestinationRule": ("networking.istio.io", "v1", "destinationrules"),
+    "ServiceEntry": ("networking.istio.io", "v1", "serviceentries"),
+    "Sidecar": ("networking.istio.io", "v1", "sidecars"),
+    "EnvoyFilter": ("networking.istio.io", "v1alpha3", "envoyfilters"),
+    "PeerAuthentication": ("security.istio.io", "v1", "peerauthentications"),
+    "AuthorizationPolicy": ("security.istio.io", "v1", "authorizationpolicies"),
+    "RequestAuthentication": ("security.istio.io", "v1", "requestauthentications"),
+    "WasmPlugin": ("extensions.istio.io", "v1alpha1", "wasmplugins"),
+}
+
+
+def load_manifest_dir(path: str | Path) -> list[dict[str, Any]]:
+    """Every object of every *.yaml/*.yml file below `path`, in a stable order."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DpumeshError(f"state directory {root} does not exist or is not a directory")
+    objects: list[dict[str, Any]] = []
+    problems: list[InputProblem] = []
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    for file in files:
+        rel = str(file.relative_to(root))
+        try:
+            docs = list(yaml.safe_load_all(file.read_text()))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            problems.append(InputProblem("File", "", rel, "", f"not valid YAML{where}: {exc}"))
+            continue
+        for index, doc in enumerate(docs):
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                problems.append(InputProblem("File", "", rel, f"document {index + 1}", "is not a mapping"))
+                continue
+            items = doc.get("items") if doc.get("kind", "").endswith("List") else [doc]
+            for item in items or []:
+                if isinstance(item, dict):
+                    item.setdefault("_source", f"{rel}#{index + 1}")
+                    objects.append(item)
+    if problems:
+        raise InputError(problems)
+    return objects
+
+
+def load_live(kubeconfig: str | Path, context: str | None = None) -> list[dict[str, Any]]:
+    """Every object the compiler reads, listed from the API server behind `kubeconfig`."""
+    try:
+        from kubernetes import client, config, dynamic
+        from kubernetes.client.exceptions import ApiException
+    except ImportError as exc:  # the kube extra is not installed
+        raise DpumeshError("reading a live cluster needs the 'kubernetes' Python package") from exc
+    try:
+        api = config.new_client_from_config(config_file=str(kubeconfig), context=context)
+    except Exception as exc:  # kubeconfig problems come in many exception types
+        raise DpumeshError(f"cannot use kubeconfig {kubeconfig}: {exc}") from exc
+    dyn = dynamic.DynamicClient(api)
+    objects: list[dict[str, Any]] = []
+    for kind, (group, version, _plural) in LIVE_KINDS.items():
+        api_version = f"{group}/{version}" if group else version
+        try:
+            resource = dyn.resources.get(api_version=api_version, kind=kind)
+            listed = resource.get()
+        except ApiException as exc:
+            raise DpumeshError(f"cannot list {kind} ({api_version}): {exc.reason}") from exc
+        except Exception as exc:  # resource not served: an optional CRD is absent
+            if "ResourceNotFound" in type(exc).__name__:
+                continue
+            raise DpumeshError(f"cannot list {kind} ({api_version}): {exc}") from exc
+        for item in listed.to_dict().get("items", []):
+            item["apiVersion"], item["kind"] = api_version, kind
+            objects.append(item)
+    del client
+    return objects
