@@ -1,0 +1,105 @@
+"""Ansible filters for the Kubernetes roles: thin adapters over ``dpumesh.k8s``."""
+
+from __future__ import annotations
+
+from dpumesh.errors import DpumeshError
+from dpumesh.k8s import downloads, inventory, manifests, status, validate
+from dpumesh.k8s.manifests import plain
+
+
+def _host_vars(hostvars, hosts, names):
+    """Just the named variables of each host (hostvars is large and lazily templated)."""
+    return {host: {name: hostvars[host].get(name) for name in names} for host in hosts or []}
+
+
+def dpu_inventory(socs, hosts, hostvars):
+    return inventory.dpu_inventory(
+        _host_vars(hostvars, socs, ("dpu_soc_node", "dpu_soc_fabric_ip", "ansible_host")),
+        _host_vars(hostvars, hosts, ("dpu_host_pf", "dpu_host_num_vfs", "ansible_host")),
+    )
+
+
+def download_problems(table, overrides=None, mirror=""):
+    try:
+        merged = downloads.merge_overrides(plain(table), plain(overrides or {}))
+    except DpumeshError as exc:
+        return [str(exc)]
+    return downloads.check_mirror(mirror or "") + downloads.check_table(merged)
+
+
+def resolve_downloads(table, overrides=None, mirror=""):
+    return downloads.resolve(plain(table), mirror or "", plain(overrides or {}))
+
+
+def choice_problems(value, choices, var):
+    return inventory.check_choice(value, list(choices), var)
+
+
+def default_vf_pools(hosts, resource_name, drivers, device_type):
+    return inventory.default_vf_pools(plain(hosts), resource_name, plain(drivers), device_type)
+
+
+def vf_pool_problems(pools, hosts, var="sriov_resource_pools"):
+    return inventory.check_vf_pools(plain(pools), plain(hosts), var)
+
+
+def pool_num_vfs(pool, hosts):
+    return inventory.pool_num_vfs(plain(pool), plain(hosts))
+
+
+def cidr_overlap_problems(pools, reserved):
+    return inventory.check_cidr_overlaps(plain(pools), plain(reserved))
+
+
+def node_ippools(nodes, vf_cidr, node_prefix, explicit=None):
+    return inventory.node_ippools(plain(nodes), vf_cidr, int(node_prefix), plain(explicit or {}))
+
+
+def manifest_problems(objects, versions=validate.SUPPORTED_VERSIONS):
+    return validate.validate_manifests(objects, plain(versions))
+
+
+def manifest_files(objects):
+    return manifests.render_files(objects)
+
+
+def apply_order(objects):
+    return manifests.apply_order(objects)
+
+
+def apply_plan(objects):
+    return manifests.apply_plan(objects)
+
+
+def object_ref(obj):
+    return manifests.object_ref(obj)
+
+
+def daemonset_problem(daemonset, ref):
+    return status.daemonset_problem(plain(daemonset) if daemonset else None, ref)
+
+
+def crd_problem(crd, name):
+    return status.crd_problem(plain(crd) if crd else None, name)
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "dpumesh_k8s_dpu_inventory": dpu_inventory,
+            "dpumesh_k8s_download_problems": download_problems,
+            "dpumesh_k8s_resolve_downloads": resolve_downloads,
+            "dpumesh_k8s_choice_problems": choice_problems,
+            "dpumesh_k8s_default_vf_pools": default_vf_pools,
+            "dpumesh_k8s_vf_pool_problems": vf_pool_problems,
+            "dpumesh_k8s_pool_num_vfs": pool_num_vfs,
+            "dpumesh_k8s_cidr_overlap_problems": cidr_overlap_problems,
+            "dpumesh_k8s_node_ippools": node_ippools,
+            "dpumesh_k8s_manifest_problems": manifest_problems,
+            "dpumesh_k8s_manifest_files": manifest_files,
+            "dpumesh_k8s_apply_order": apply_order,
+            "dpumesh_k8s_apply_plan": apply_plan,
+            "dpumesh_k8s_object_ref": object_ref,
+            "dpumesh_k8s_daemonset_problem": daemonset_problem,
+            "dpumesh_k8s_crd_problem": crd_problem,
+        }
