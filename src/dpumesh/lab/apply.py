@@ -1,0 +1,214 @@
+"""`dpumesh lab apply`: make the lab match a state directory, and `down`: remove all of it.
+
+apply compiles every node first (nothing is touched when the state is bad),
+then removes what no longer belongs, builds the hardware, loads each DPU's
+dataplane, writes certificates and proxy configs, has the supervisor run Envoy
+and the workloads, and returns once every proxy serves the new version.
+The lab state file records what exists, so apply and down are exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpumesh.compiler import NodeBundle, compile_node
+from dpumesh.compiler.settings import MeshSettings
+from dpumesh.dataplane.commands import run
+from dpumesh.dataplane.linux import render_linux
+from dpumesh.dataplane.linux_apply import apply_linux
+from dpumesh.dataplane.model import parse_steering
+from dpumesh.errors import DpumeshError
+from dpumesh.lab import hardware, paths, proxy, supervisor
+from dpumesh.lab.plan import LabPlan, PodPlan, build_plan
+from dpumesh.lab.preflight import check_ports_free, check_root, listening_ports, preflight
+from dpumesh.state import load_state
+
+
+def state_file() -> Path:
+    return paths.lab_dir() / "state.json"
+
+
+def read_lab_state() -> dict[str, Any]:
+    try:
+        return json.loads(state_file().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"nodes": {}, "pods": {}}
+
+
+def _save_lab_state(data: dict[str, Any]) -> None:
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(state_file())
+
+
+@dataclass
+class ApplyResult:
+    changes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def node_settings(mesh: MeshSettings, node: str) -> MeshSettings:
+    """The mesh settings with the proxy's files where this lab node keeps them."""
+    layout = dataclasses.replace(mesh.proxy, config_dir=str(paths.proxy_dir(node)), cert_dir=str(paths.cert_dir(node)))
+    return dataclasses.replace(mesh, proxy=layout)
+
+
+def compile_lab(state_dir: str | Path, mesh: MeshSettings) -> tuple[LabPlan, dict[str, NodeBundle], Any]:
+    state = load_state(state_dir, mesh.service_cidr)
+    nodes = sorted(n.name for n in state.nodes.values() if n.has_dpu)
+    if not nodes:
+        raise DpumeshError(f"{state_dir}: no Node carries a DPU (label dpumesh.io/dpu: 'true'); the lab needs one")
+    bundles = {node: compile_node(state, node_settings(mesh, node), node) for node in nodes}
+    steering = {node: parse_steering(json.loads(b.files["steering.json"])) for node, b in bundles.items()}
+    return build_plan(state, steering, mesh.network_mode, mesh.cluster_domain), bundles, state
+
+
+def _validate_bundles(bundles: dict[str, NodeBundle], mesh: MeshSettings) -> None:
+    """`envoy --mode validate` on each node's config before anything is pushed."""
+    import tempfile
+
+    from dpumesh.bundle import validate_with_envoy
+
+    for node, bundle in bundles.items():
+        with tempfile.TemporaryDirectory(prefix="dpumesh-lab-validate-") as staged:
+            for rel, data in bundle.files.items():
+                (Path(staged) / rel).parent.mkdir(parents=True, exist_ok=True)
+                (Path(staged) / rel).write_bytes(data)
+            try:
+                validate_with_envoy(Path(staged), node_settings(mesh, node).proxy.config_dir)
+            except DpumeshError as exc:
+                raise DpumeshError(f"node {node}: {exc}") from exc
+
+
+def lab_apply(state_dir: str | Path, mesh: MeshSettings, validate: bool = True) -> ApplyResult:
+    preflight(mesh.network_mode)
+    plan, bundles, state = compile_lab(state_dir, mesh)
+    if validate:
+        _validate_bundles(bundles, mesh)
+    result = ApplyResult()
+    old = read_lab_state()
+    programs = supervisor.program_status()
+    _check_proxy_ports(plan, mesh, programs)
+
+    wanted_pods = {p.key: p for p in plan.pods}
+    for key, record in sorted(old.get("pods", {}).items()):
+        pod = wanted_pods.get(key)
+        if pod is None or pod.hardware != record:
+            result.changes += hardware.remove_pod_hardware(record["netns"], record["node"], record["representor"])
+    wanted_nodes = {n.name for n in plan.nodes}
+    for node in sorted(set(old.get("nodes", {})) - wanted_nodes):
+        if hardware.delete_netns(paths.dpu_netns(node)):
+            result.changes.append(f"removed DPU namespace of {node}")
+
+    result.changes += hardware.ensure_fabric()
+    for node in plan.nodes:
+        result.changes += hardware.ensure_dpu(node, plan.fabric_prefix)
+    for pod in plan.pods:
+        result.changes += hardware.ensure_pod(pod)
+    for node in plan.nodes:
+        dataplane = render_linux(node.steering)
+        result.changes += [f"{node.name}: {c}" for c in apply_linux(dataplane, node.netns)]
+
+    for node in plan.nodes:
+        identities = sorted({(p.namespace, p.service_account) for p in state.pods if p.node == node.name and p.meshed})
+        result.changes += proxy.write_certs(node.name, mesh.trust_domain, identities)
+        result.changes += [f"{node.name}: {c}" for c in proxy.write_proxy_files(node.name, bundles[node.name])]
+
+    wanted_programs = {f"envoy-{n.name}": proxy.envoy_program(n.name, mesh.proxy.admin_port) for n in plan.nodes}
+    wanted_programs |= {_echo_name(p): _echo_program(p) for p in plan.pods}
+    if wanted_programs != supervisor.current_programs():
+        result.changes.append("updated supervised programs")
+    supervisor.ensure_supervisor()
+    supervisor.set_programs(wanted_programs)
+    _save_lab_state(
+        {
+            "state_dir": str(Path(state_dir).resolve()),
+            "network_mode": plan.network_mode,
+            "nodes": {n.name: _node_record(n, bundles[n.name]) for n in plan.nodes},
+            "pods": {p.key: p.hardware for p in plan.pods},
+            "admin_port": mesh.proxy.admin_port,
+        }
+    )
+    supervisor.wait_for_programs(set(wanted_programs))
+    for node in plan.nodes:
+        proxy.wait_for_version(node.name, mesh.proxy.admin_port, bundles[node.name].version)
+        result.versions[node.name] = bundles[node.name].version
+    _wait_for_workloads(plan.pods)
+    return result
+
+
+def _node_record(node: Any, bundle: NodeBundle) -> dict[str, str]:
+    return {"netns": node.netns, "fabric_ip": node.fabric_ip, "version": bundle.version}
+
+
+def _check_proxy_ports(plan: LabPlan, mesh: MeshSettings, programs: dict[str, Any]) -> None:
+    """Before starting a node's Envoy, its ports must be free in its DPU namespace."""
+    layout = mesh.proxy
+    existing = hardware.existing_netns()
+    for node in plan.nodes:
+        if node.netns not in existing or programs.get(f"envoy-{node.name}", {}).get("state") == "running":
+            continue
+        ports = [layout.outbound_port, layout.inbound_port, layout.admin_port]
+        check_ports_free(node.netns, ports, f"dpu-proxy of {node.name}")
+
+
+def _echo_name(pod: PodPlan) -> str:
+    return f"echo-{pod.namespace}-{pod.name}"
+
+
+def _echo_program(pod: PodPlan) -> dict[str, Any]:
+    config = {
+        "pod": pod.name,
+        "namespace": pod.namespace,
+        "node": pod.node,
+        "version": pod.version,
+        "http_ports": list(pod.http_ports),
+        "tcp_ports": list(pod.tcp_ports),
+        "upstreams": list(pod.upstreams),
+    }
+    config_path = paths.pod_dir(pod.namespace, pod.name) / "echo.json"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config, indent=2, sort_keys=True)
+    if not config_path.is_file() or config_path.read_text() != text:
+        config_path.write_text(text)
+    inode = Path(f"/run/netns/{pod.netns}").stat().st_ino
+    return {
+        "argv": ["ip", "netns", "exec", pod.netns, sys.executable, "-m", "dpumesh.lab.echo", str(config_path)],
+        "log": str(paths.logs_dir() / "pods" / pod.namespace / f"{pod.name}.log"),
+        "env": {"DPUMESH_INCARNATION": f"{inode}/{text}", "PYTHONUNBUFFERED": "1"},
+    }
+
+
+def _wait_for_workloads(pods: list[PodPlan], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    for pod in pods:
+        want = set(pod.http_ports) | set(pod.tcp_ports)
+        while not want <= set(listening_ports(pod.netns)):
+            if time.monotonic() > deadline:
+                raise DpumeshError(f"workload of {pod.key} is not listening on {sorted(want)} after {timeout:.0f} s")
+            time.sleep(0.1)
+
+
+def lab_down() -> list[str]:
+    """Remove every process, namespace, file and nftables table of the lab; safe to run again."""
+    check_root()
+    removed = []
+    if supervisor.supervisor_pid():
+        removed.append("stopped the supervisor and its programs")
+    supervisor.stop_supervisor()
+    for netns in sorted(hardware.leftover_lab_netns()):
+        hardware.delete_netns(netns)
+        removed.append(f"removed namespace {netns}")
+    for directory in hardware.leftover_etc_dirs():
+        hardware.remove_etc(directory.name)
+    if paths.lab_dir().exists():
+        run(["rm", "-rf", "--one-file-system", str(paths.lab_dir())])
+        removed.append(f"removed {paths.lab_dir()}")
+    return removed
