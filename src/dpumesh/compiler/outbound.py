@@ -13,7 +13,7 @@ from dpumesh.compiler.clusters import BLACKHOLE, PASSTHROUGH, ClusterCatalog
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.registry import Host, is_http
 from dpumesh.compiler.routes import RouteBuilder, default_route
-from dpumesh.compiler.views import SourceClass, host_matches, virtual_service_for, visible_hosts
+from dpumesh.compiler.views import SourceClass, virtual_service_for, visible_hosts
 
 INPUT = "envoy.extensions.matching.common_inputs.network.v3."
 
@@ -57,6 +57,12 @@ class OutboundBuilder:
         self.ctx = ctx
         self.catalog = catalog
         self.chains: list[dict[str, Any]] = []
+        self._chain_names: set[str] = set()
+
+    def _add_chain(self, chain: dict[str, Any]) -> None:
+        if chain["name"] not in self._chain_names:
+            self._chain_names.add(chain["name"])
+            self.chains.append(chain)
 
     def passthrough_cluster(self, cls: SourceClass) -> str:
         return PASSTHROUGH if cls.outbound_policy == "ALLOW_ANY" else BLACKHOLE
@@ -72,7 +78,7 @@ class OutboundBuilder:
                 }
             )
         fallback = tcp_proxy_chain("passthrough", "PassthroughCluster", PASSTHROUGH)
-        self.chains.append(fallback)
+        self._add_chain(fallback)
         listener: dict[str, Any] = {
             "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
             "name": "outbound",
@@ -105,7 +111,7 @@ class OutboundBuilder:
             for port in host.ports:
                 by_port.setdefault(port, []).append(host)
         default_chain = f"{cls.name}~passthrough"
-        self.chains.append(tcp_proxy_chain(default_chain, self.passthrough_cluster(cls), self.passthrough_cluster(cls)))
+        self._add_chain(tcp_proxy_chain(default_chain, self.passthrough_cluster(cls), self.passthrough_cluster(cls)))
         port_map = {}
         for port, port_hosts in sorted(by_port.items()):
             port_map[str(port)] = self.port_entry(cls, port, port_hosts, default_chain)
@@ -115,25 +121,67 @@ class OutboundBuilder:
         return tree
 
     def port_entry(self, cls: SourceClass, port: int, hosts: list[Host], default_chain: str) -> dict[str, Any]:
+        """Destination IP first (VIPs, headless pod IPs), then TLS SNI, then the port's HTTP chain."""
         http_hosts = [h for h in hosts if is_http(h.ports[port].protocol)]
         other = [h for h in hosts if not is_http(h.ports[port].protocol)]
-        fallback = default_chain
-        if http_hosts:
-            fallback = self.http_chain(cls, port, http_hosts)
-        ip_map = {}
+        fallback = _action(self.http_chain(cls, port, http_hosts)) if http_hosts else _action(default_chain)
+        ip_map: dict[str, Any] = {}
+        sni_map: dict[str, Any] = {}
         for host in other:
-            chain = self.tcp_chain(cls, port, host)
-            for vip in host.vips:
-                if "/" not in vip:
-                    ip_map[vip] = _action(chain)
+            addresses = [v for v in host.vips if "/" not in v]
+            if not addresses and host.resolution == "NONE":
+                addresses = sorted({e.address for e in host.ports[port].endpoints})  # headless: per pod IP
+            if addresses:
+                chain = self.tcp_chain(cls, port, host)
+                for address in addresses:
+                    ip_map.setdefault(address, _action(chain))
+            elif host.ports[port].protocol == "TLS":
+                sni_map[host.fqdn] = _action(self.tcp_chain(cls, port, host))
+        for sni, chain in self.tls_routes(cls, port, other).items():
+            sni_map[sni] = _action(chain)
+        if sni_map:
+            fallback = {
+                "matcher": {
+                    "matcher_tree": {"input": _input("ServerNameInput"), "exact_match_map": {"map": sni_map}},
+                    "on_no_match": fallback,
+                }
+            }
         if not ip_map:
-            return _action(fallback)
+            return fallback
         return {
             "matcher": {
                 "matcher_tree": {"input": _input("DestinationIPInput"), "exact_match_map": {"map": ip_map}},
-                "on_no_match": _action(fallback),
+                "on_no_match": fallback,
             }
         }
+
+    def tls_routes(self, cls: SourceClass, port: int, hosts: list[Host]) -> dict[str, str]:
+        """VirtualService `tls` routes: SNI → chain, for TLS hosts on this port."""
+        out: dict[str, str] = {}
+        for host in hosts:
+            if host.ports[port].protocol != "TLS":
+                continue
+            vs = virtual_service_for(self.ctx, cls.namespace, host)
+            for ri, route in enumerate((vs.spec.get("tls") or []) if vs else []):
+                builder = RouteBuilder(self.ctx.diag, vs)
+                for mi, match in enumerate((route or {}).get("match") or []):
+                    if not self._l4_match_applies(cls, vs, f"tls{ri}", mi, match, port):
+                        continue
+                    dests = builder.destinations(f"spec.tls[{ri}].route", route)
+                    if not dests:
+                        continue
+                    name = f"{cls.name}~tls~{vs.meta.key}~{ri}_{port}"
+                    weighted = [
+                        {"name": self.catalog.ref(cls, d["destination"], port, vs), "weight": d["weight"]}
+                        for d in dests
+                        if d["weight"]
+                    ]
+                    if name not in self._chain_names:
+                        self._add_chain(self._weighted_tcp_chain(name, f"outbound|{port}||{host.fqdn}", weighted))
+                    for sni in match.get("sniHosts") or []:
+                        out.setdefault(self.ctx.registry.resolve(sni, vs.meta.namespace), name)
+                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} tls[{ri}]", "kept")
+        return out
 
     # -- TCP / TLS ------------------------------------------------------------------------
     def tcp_chain(self, cls: SourceClass, port: int, host: Host) -> str:
@@ -156,11 +204,11 @@ class OutboundBuilder:
                         for d in dests
                         if d["weight"]
                     ]
-                    self.chains.append(self._weighted_tcp_chain(name, f"outbound|{port}||{host.fqdn}", weighted))
+                    self._add_chain(self._weighted_tcp_chain(name, f"outbound|{port}||{host.fqdn}", weighted))
                     self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} tcp[{ri}] weights", "kept")
                     return name
                 break
-        self.chains.append(tcp_proxy_chain(name, f"outbound|{port}||{host.fqdn}", cluster))
+        self._add_chain(tcp_proxy_chain(name, f"outbound|{port}||{host.fqdn}", cluster))
         return name
 
     def _weighted_tcp_chain(self, name: str, stat: str, weighted: list[dict[str, Any]]) -> dict[str, Any]:
@@ -238,7 +286,7 @@ class OutboundBuilder:
                 )
             },
         )
-        self.chains.append(
+        self._add_chain(
             {"name": name, "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         )
         return name
@@ -289,11 +337,3 @@ def _route_features(route: Any) -> list[str]:
     if not isinstance(route, dict):
         return []
     return sorted(k for k in route if k not in ("name",))
-
-
-def hosts_of_vs(ctx: CompileContext, vs) -> list[str]:
-    return [
-        h
-        for h in ctx.registry.hosts
-        if any(host_matches(ctx.registry.resolve(p, vs.meta.namespace), h) for p in vs.spec.get("hosts") or [])
-    ]

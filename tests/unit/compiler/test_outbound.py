@@ -1,0 +1,357 @@
+"""Outbound semantics of the shared proxy, asserted on the generated Envoy config."""
+
+from __future__ import annotations
+
+from conftest import pod_ip
+
+FQDN = "reviews.shop.svc.cluster.local"
+
+
+def routes_for(c, pod: str, port: int = 9080, host: str = FQDN):
+    cls = c.class_of(pod_ip(c, pod))
+    return c.vhost(f"{cls}~0.0.0.0_{port}", f"{host}:{port}")["routes"]
+
+
+def test_pods_with_the_same_view_share_a_class_and_others_do_not(compile_dir):
+    c = compile_dir("basic")
+    frontend, reviews, client = (
+        c.class_of(pod_ip(c, p)) for p in ("shop/frontend-0", "shop/reviews-v1-0", "other/client-0")
+    )
+    # Different service accounts → different client certificates → different classes.
+    assert len({frontend, reviews, client}) == 3
+    assert c.bundle.stats["classes"] == 3
+
+
+def test_non_meshed_pods_have_no_class(compile_dir):
+    c = compile_dir("basic")
+    ranges = c.listener("outbound")["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
+    ips = {r["address_prefix"] for m in ranges["range_matchers"] for r in m["ranges"]}
+    assert pod_ip(c, "legacy/old-0") not in ips
+
+
+def test_host_domains_depend_on_the_client_namespace(compile_dir):
+    c = compile_dir("basic")
+    own = c.vhost(f"{c.class_of(pod_ip(c, 'shop/frontend-0'))}~0.0.0.0_9080", f"{FQDN}:9080")["domains"]
+    other = c.vhost(f"{c.class_of(pod_ip(c, 'other/client-0'))}~0.0.0.0_9080", f"{FQDN}:9080")["domains"]
+    for name in (FQDN, "reviews.shop.svc", "reviews.shop", f"{FQDN}:9080"):
+        assert name in own and name in other
+    assert "reviews" in own and "reviews:9080" in own
+    assert "reviews" not in other  # a short name resolves in the client's own namespace only
+
+
+def test_header_match_routes_to_subset_and_weights_split(compile_dir):
+    c = compile_dir("basic")
+    first, second = routes_for(c, "shop/frontend-0")
+    assert first["match"]["headers"] == [{"name": "end-user", "string_match": {"exact": "jason"}}]
+    assert first["route"]["cluster"].startswith(f"outbound|9080|v2|{FQDN}")
+    weighted = second["route"]["weighted_clusters"]["clusters"]
+    assert [(w["name"].split("~")[0], w["weight"]) for w in weighted] == [
+        (f"outbound|9080|v1|{FQDN}", 80),
+        (f"outbound|9080|v2|{FQDN}", 20),
+    ]
+
+
+def test_istio_defaults_no_timeout_and_two_retries(compile_dir):
+    c = compile_dir("basic")
+    route = routes_for(c, "shop/reviews-v1-0", 80, "frontend.shop.svc.cluster.local")[0]
+    assert route["route"]["timeout"] == "0s"
+    retry = route["route"]["retry_policy"]
+    assert retry["num_retries"] == 2
+    assert retry["retry_on"] == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    assert retry["retriable_status_codes"] == [503]
+
+
+def test_subsets_select_endpoints_by_label(compile_dir):
+    c = compile_dir("basic")
+    v1 = next(x for x in c.cds if x["name"].startswith(f"outbound|9080|v1|{FQDN}"))
+    v2 = next(x for x in c.cds if x["name"].startswith(f"outbound|9080|v2|{FQDN}"))
+    addr = lambda cl: [  # noqa: E731
+        e["endpoint"]["address"]["socket_address"]["address"]
+        for e in cl["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert addr(v1) == [pod_ip(c, "shop/reviews-v1-0")]
+    assert addr(v2) == [pod_ip(c, "shop/reviews-v2-0")]
+    assert v1["alt_stat_name"] == f"outbound|9080|v1|{FQDN}"
+    assert v1["circuit_breakers"]["thresholds"][0]["max_connections"] == 100
+
+
+def test_auto_mtls_uses_the_source_pods_identity(compile_dir):
+    c = compile_dir("basic")
+    frontend = "frontend.shop.svc.cluster.local"
+    names = [n for n in c.cluster_names() if n.startswith(f"outbound|80||{frontend}")]
+    assert f"outbound|80||{frontend}~shop/reviews" in names
+    assert f"outbound|80||{frontend}~other/default" in names
+    cluster = c.cluster(f"outbound|80||{frontend}~shop/reviews")
+    match = cluster["transport_socket_matches"][0]
+    assert match["match"] == {"tlsMode": "istio"}
+    sds = match["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificate_sds_secret_configs"][0]
+    assert sds["name"] == "spiffe~shop~reviews"
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert endpoint["metadata"]["filter_metadata"]["envoy.transport_socket_match"] == {"tlsMode": "istio"}
+
+
+def test_plaintext_to_pods_without_a_proxy(compile_dir):
+    c = compile_dir("basic")
+    cluster = next(x for x in c.cds if x["name"].startswith("outbound|80||old.legacy.svc.cluster.local"))
+    assert "transport_socket_matches" not in cluster and "transport_socket" not in cluster
+
+
+def test_export_to_dot_hides_a_service_from_other_namespaces(compile_dir):
+    c = compile_dir("basic")
+    vip_chains = {ch["name"] for ch in c.listener("outbound")["filter_chains"]}
+    shop = c.class_of(pod_ip(c, "shop/frontend-0"))
+    other = c.class_of(pod_ip(c, "other/client-0"))
+    db_chains = [n for n in vip_chains if n.endswith("_5432")]
+    assert any(n.startswith(f"{shop}~") for n in db_chains)
+    assert not any(n.startswith(f"{other}~") for n in db_chains)
+
+
+def test_allow_any_passes_unknown_hosts_through(compile_dir):
+    c = compile_dir("basic")
+    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
+    fallback = c.route_config(f"{cls}~0.0.0.0_9080")["virtual_hosts"][-1]
+    assert fallback["domains"] == ["*"]
+    assert fallback["routes"][0]["route"]["cluster"] == "PassthroughCluster"
+
+
+def test_registry_only_answers_502_for_unknown_hosts(compile_dir):
+    c = compile_dir("basic", outbound_traffic_policy="REGISTRY_ONLY")
+    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
+    fallback = c.route_config(f"{cls}~0.0.0.0_9080")["virtual_hosts"][-1]
+    assert fallback["routes"][0]["direct_response"] == {"status": 502}
+    tcp = c.chain(f"{cls}~passthrough")["filters"][0]["typed_config"]
+    assert tcp["cluster"] == "BlackHoleCluster"
+
+
+def test_oldest_virtual_service_wins(compile_dir):
+    c = compile_dir("features")
+    routes = routes_for(c, "shop/frontend-0")
+    assert routes[0]["name"] == "jason"  # from `reviews` (2026-01), not `reviews-newer` (2026-06)
+    assert not any(
+        r.get("typed_per_filter_config", {}).get("envoy.filters.http.fault", {}).get("abort", {}).get("http_status")
+        == 500
+        for r in routes
+    )
+
+
+def test_match_forms(compile_dir):
+    c = compile_dir("features")
+    first = routes_for(c, "shop/frontend-0")[0]["match"]
+    assert first["prefix"] == "/api"
+    assert {"name": ":method", "string_match": {"exact": "GET"}} in first["headers"]
+    assert first["query_parameters"] == [{"name": "debug", "string_match": {"exact": "1"}}]
+    regex = routes_for(c, "shop/frontend-0")[2]["match"]
+    assert regex["safe_regex"] == {"regex": "^/v[0-9]+/items$"}
+    assert regex["case_sensitive"] is False
+
+
+def test_source_labels_apply_only_to_matching_pods(compile_dir):
+    c = compile_dir("features")
+    frontend = [r["name"] for r in routes_for(c, "shop/frontend-0")]
+    reviews = [r["name"] for r in routes_for(c, "shop/reviews-v1-0")]
+    # http[0] has two matches; the second (sourceLabels app=frontend) exists only for the frontend's class.
+    assert frontend.count("jason") == 2
+    assert reviews.count("jason") == 1
+
+
+def test_fault_redirect_direct_response_rewrite(compile_dir):
+    c = compile_dir("features")
+    routes = {
+        r["match"].get("path") or r["match"].get("prefix") or r["match"].get("safe_regex", {}).get("regex"): r
+        for r in routes_for(c, "shop/frontend-0")
+    }
+    fault = routes["^/v[0-9]+/items$"]["typed_per_filter_config"]["envoy.filters.http.fault"]
+    assert fault["delay"] == {"fixed_delay": "1.5s", "percentage": {"numerator": 100000, "denominator": "MILLION"}}
+    assert fault["abort"] == {"http_status": 503, "percentage": {"numerator": 5000, "denominator": "MILLION"}}
+    assert routes["/old"]["redirect"] == {
+        "path_redirect": "/new",
+        "host_redirect": "reviews.shop",
+        "response_code": "PERMANENT_REDIRECT",
+    }
+    assert routes["/teapot"]["direct_response"] == {"status": 418, "body": {"inline_string": "short and stout"}}
+    rewrite = routes["/rewrite"]["route"]
+    assert rewrite["prefix_rewrite"] == "/" and rewrite["host_rewrite_literal"] == "reviews.internal"
+
+
+def test_timeout_retries_mirror_cors_and_headers(compile_dir):
+    c = compile_dir("features")
+    routes = routes_for(c, "shop/frontend-0")
+    last = routes[-1]
+    action = last["route"]
+    assert action["timeout"] == "3s"
+    assert action["retry_policy"]["num_retries"] == 5
+    assert action["retry_policy"]["per_try_timeout"] == "0.5s"
+    assert action["retry_policy"]["retry_on"] == "5xx,reset,retriable-status-codes"
+    assert action["retry_policy"]["retriable_status_codes"] == [429]
+    mirror = action["request_mirror_policies"][0]
+    assert mirror["cluster"].startswith(f"outbound|9080|v2|{FQDN}")
+    assert mirror["runtime_fraction"]["default_value"] == {"numerator": 250000, "denominator": "MILLION"}
+    cors = last["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert cors["allow_methods"] == "GET,POST" and cors["max_age"] == "86400" and cors["allow_credentials"] is True
+    canary = action["weighted_clusters"]["clusters"][1]
+    assert canary["request_headers_to_add"][0]["header"] == {"key": "x-canary", "value": "1"}
+    jason = routes[0]
+    assert jason["request_headers_to_add"][0] == {
+        "header": {"key": "x-route", "value": "jason"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+    assert jason["request_headers_to_remove"] == ["x-drop"]
+
+
+def test_attempts_zero_disables_retries(compile_docs):
+    c = compile_docs(
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: shop}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: shop}
+spec: {hosts: [api], http: [{retries: {attempts: 0}, route: [{destination: {host: api}}]}]}
+"""
+    )
+    route = routes_for(c, "shop/a", 80, "api.shop.svc.cluster.local")[0]
+    assert "retry_policy" not in route["route"]
+
+
+def test_destination_rule_policies(compile_dir):
+    c = compile_dir("features")
+    v1 = c.cluster(next(n for n in c.cluster_names() if n.startswith(f"outbound|9080|v1|{FQDN}~shop/")))
+    assert v1["lb_policy"] == "ROUND_ROBIN"  # portLevelSettings for 9080 override the consistent hash
+    assert v1["connect_timeout"] == "2s"
+    t = v1["circuit_breakers"]["thresholds"][0]
+    assert (t["max_connections"], t["max_pending_requests"], t["max_requests"], t["max_retries"]) == (100, 10, 200, 3)
+    assert v1["outlier_detection"]["consecutive_5xx"] == 5 and v1["outlier_detection"]["base_ejection_time"] == "30s"
+    opts = v1["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert opts["common_http_protocol_options"] == {"max_requests_per_connection": 5, "idle_timeout": "30s"}
+    v2 = c.cluster(next(n for n in c.cluster_names() if n.startswith(f"outbound|9080|v2|{FQDN}~shop/")))
+    assert v2["lb_policy"] == "RANDOM"  # subset policy overrides
+    assert "transport_socket" in v2  # ISTIO_MUTUAL forced by the subset
+
+
+def test_destination_rule_in_client_namespace_wins(compile_dir):
+    c = compile_dir("features")
+    frontend = "frontend.shop.svc.cluster.local"
+    routes = routes_for(c, "other/client-0")
+    # Only the client-namespace rule applies to `other`; it defines no subsets → Istio's 503 cluster.
+    assert routes[0]["route"]["cluster"] == f"outbound|9080|v2|{FQDN}"
+    assert f"outbound|9080|v2|{FQDN}" not in c.cluster_names()
+    assert not any(n.startswith(f"outbound|80||{frontend}~other") for n in c.cluster_names())  # Sidecar scope
+    own = [n for n in c.cluster_names() if n.startswith(f"outbound|9080|v1|{FQDN}~shop/")]
+    assert own and all("dr=" not in n for n in own)
+
+
+def test_consistent_hash_sets_route_hash_policy(compile_docs):
+    c = compile_docs(
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: shop}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: shop}
+spec: {host: api, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: session, ttl: 60s}}}}}
+"""
+    )
+    route = routes_for(c, "shop/a", 80, "api.shop.svc.cluster.local")[0]
+    assert route["route"]["hash_policy"] == [{"cookie": {"name": "session", "ttl": "60s"}}]
+    cluster = c.cluster(route["route"]["cluster"])
+    assert cluster["lb_policy"] == "RING_HASH"
+
+
+def test_sidecar_egress_scopes_visible_hosts_and_policy(compile_dir):
+    c = compile_dir("features")
+    cls = c.class_of(pod_ip(c, "other/client-0"))
+    chains = [ch["name"] for ch in c.listener("outbound")["filter_chains"] if ch["name"].startswith(f"{cls}~")]
+    assert f"{cls}~0.0.0.0_9080" in chains  # shop/reviews is listed in the Sidecar
+    assert f"{cls}~0.0.0.0_80" not in chains  # frontend and old are not
+    passthrough = c.chain(f"{cls}~passthrough")["filters"][0]["typed_config"]
+    assert passthrough["cluster"] == "BlackHoleCluster"  # the Sidecar's REGISTRY_ONLY
+
+
+def test_tcp_weights_and_service_entries(compile_dir):
+    c = compile_dir("features")
+    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
+    db = next(
+        ch
+        for ch in c.listener("outbound")["filter_chains"]
+        if ch["name"].startswith(cls) and ch["name"].endswith("_5432")
+    )
+    weighted = db["filters"][0]["typed_config"]["weighted_clusters"]["clusters"]
+    assert [w["weight"] for w in weighted] == [90, 10]
+    ext = next(n for n in c.cluster_names() if n.startswith("outbound|443||api.payments.example.com"))
+    assert c.cluster(ext)["type"] == "STRICT_DNS"
+    static = next(n for n in c.cluster_names() if n.startswith("outbound|3306||legacy-db.internal"))
+    lb = c.cluster(static)["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert lb["endpoint"]["address"]["socket_address"] == {"address": "192.0.2.11", "port_value": 3306}
+
+
+def test_tls_hosts_without_vip_are_matched_by_sni(compile_dir):
+    c = compile_dir("features")
+    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
+    ports = c.listener("outbound")["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
+    tree = next(
+        m
+        for m in ports["range_matchers"]
+        if any(r["address_prefix"] == pod_ip(c, "shop/frontend-0") for r in m["ranges"])
+    )
+    entry = tree["on_match"]["matcher"]["matcher_tree"]["exact_match_map"]["map"]["443"]
+    sni = entry["matcher"]["matcher_tree"]["exact_match_map"]["map"]
+    assert sni["api.payments.example.com"]["action"]["name"] == f"{cls}~api.payments.example.com_443"
+
+
+def test_unsupported_kinds_are_reported_not_dropped(compile_dir):
+    import json
+
+    c = compile_dir("features")
+    parity = json.loads(c.bundle.files["parity.json"])
+    features = parity["pods"]["shop/frontend-0"]["features"]
+    assert {
+        "feature": "EnvoyFilter/shop/custom-lua",
+        "status": "unsupported",
+        "detail": "EnvoyFilter is not translated by dpumesh",
+    } in features
+
+
+def test_compilation_is_deterministic(compile_dir):
+    assert compile_dir("features").bundle.files == compile_dir("features").bundle.files
+
+
+def test_steering_model(compile_dir):
+    import json
+
+    c = compile_dir("basic", network_mode="overlay")
+    steering = json.loads(c.bundle.files["steering.json"])
+    assert steering["schema"] == "dpumesh.io/steering/v1" and steering["network_mode"] == "overlay"
+    pods = {f"{p['namespace']}/{p['name']}": p for p in steering["pods"]}
+    assert set(pods) == {"shop/frontend-0", "shop/reviews-v1-0", "other/client-0", "legacy/old-0"}
+    assert pods["legacy/old-0"]["meshed"] is False and pods["legacy/old-0"]["capture"]["outbound"] is False
+    assert pods["shop/frontend-0"]["capture"]["outbound"] is True
+    assert steering["remote_nodes"] == [
+        {
+            "node": "node-2",
+            "fabric_ip": "192.168.250.2",
+            "pod_cidr": "10.244.2.0/24",
+            "pod_ips": sorted(
+                [
+                    pod_ip(compile_dir("basic", node="node-2"), "shop/reviews-v2-0"),
+                    pod_ip(compile_dir("basic", node="node-2"), "shop/db-0"),
+                ]
+            ),
+        }
+    ]
+    assert steering["version"] == c.bundle.version
