@@ -10,7 +10,7 @@ puts it into a network namespace.  How a packet moves on the DPU:
   marked `capture_mark`; a meshed pod's new TCP is TPROXYed to the outbound
   listener; new TCP to a meshed local pod's inbound ports to the inbound one.
   `capture_mark` routes through `route_table` (local 0/0 dev lo) to the socket.
-- route output: the proxy's connections to a meshed local pod get
+- route output: new connections of the proxy to a meshed local pod get
   `capture_mark` (unless they carry `bypass_mark`), so they leave through lo
   and come back in as inbound captures; `capture_mark` on anything else is
   cleared so it is routed normally.
@@ -235,6 +235,8 @@ def render_ruleset(model: SteeringModel) -> str:
         "  chain proxy_output {",
         "    type route hook output priority mangle; policy accept;",
         f"    meta mark {bypass} accept",
+        # Replies of the proxy's accepted (transparent) sockets go straight back to their client.
+        "    ct direction reply goto clear_capture",
         "    meta l4proto != tcp goto clear_capture",
         "    ip daddr . tcp dport @inbound_excluded goto clear_capture",
         f"    ip daddr . tcp dport @inbound_ports meta mark set {cap} accept",

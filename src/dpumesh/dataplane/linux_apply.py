@@ -101,7 +101,8 @@ def _apply_vxlan(dp: LinuxDataplane, netns: str | None) -> list[str]:
     if want is None:
         return []
     vxlan_args = ["id", str(want.vni), "dstport", str(want.dstport), "local", want.local, "nolearning"]
-    run(["ip", "link", "add", want.name, "address", want.mac, "type", "vxlan", *vxlan_args], netns)
+    # 50 bytes of VXLAN/UDP/IP/Ethernet headers must fit in the fabric's 1500.
+    run(["ip", "link", "add", want.name, "mtu", "1450", "address", want.mac, "type", "vxlan", *vxlan_args], netns)
     run(["ip", "link", "set", want.name, "up"], netns)
     return [f"created {want.name} (vni {want.vni})", *_apply_fdb(dp, netns)]
 
