@@ -1,0 +1,309 @@
+"""The inbound listener: every local meshed pod's sidecar inbound side, in one listener.
+
+Connections reach it through TPROXY with the original destination kept, so the
+accepted socket's local address is the pod's IP:port. A filter chain matcher picks
+the chain: destination IP (the pod) → destination port (a port a Service declares
+for the pod, else the pod's passthrough) → transport (TLS or plaintext, per the
+port's mTLS mode; in PERMISSIVE, TLS that does not offer an `istio` ALPN goes to
+the application untouched, as with a sidecar). A plaintext connection to a STRICT
+port finds no chain and is closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dpumesh.compiler.authz import AuthorizationPolicies
+from dpumesh.compiler.clusters import MAX, upstream_mark
+from dpumesh.compiler.context import DIFFERENT, CompileContext, typed
+from dpumesh.compiler.peerauth import DISABLE, STRICT, PeerAuthentications
+from dpumesh.compiler.registry import is_http
+from dpumesh.compiler.tls import server_transport_socket
+from dpumesh.state.model import Pod
+
+LISTENER_NAME = "inbound"
+PASSTHROUGH = "InboundPassthroughCluster"
+REJECT_CHAIN = "inbound|plaintext-rejected"
+REJECT_CLUSTER = "InboundBlackHoleCluster"  # no endpoints: tcp_proxy closes the connection at once
+HTTP_ALPN = ["h2", "http/1.1"]
+TCP_ALPN = ["istio-peer-exchange", "h2", "http/1.1"]
+# Marks the accepted socket's local address (the pod IP:port under TPROXY) as the original
+# destination, which ORIGINAL_DST clusters require.
+ORIGINAL_DST = {
+    "name": "envoy.filters.listener.original_dst",
+    "typed_config": typed("envoy.extensions.filters.listener.original_dst.v3.OriginalDst"),
+}
+TLS_INSPECTOR = {
+    "name": "envoy.filters.listener.tls_inspector",
+    "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
+}
+_INPUTS = "envoy.extensions.matching.common_inputs.network.v3"
+
+
+def _input(name: str, type_name: str) -> dict[str, Any]:
+    return {"name": f"envoy.matching.inputs.{name}", "typed_config": typed(f"{_INPUTS}.{type_name}")}
+
+
+def _select(chain: str) -> dict[str, Any]:
+    return {"action": {"name": chain, "typed_config": typed("google.protobuf.StringValue", value=chain)}}
+
+
+def inbound_cluster_name(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+@dataclass(frozen=True)
+class PortChains:
+    """Chain names of one (pod, port): mTLS, plaintext, and TLS the proxy does not terminate."""
+
+    mtls: str
+    plain: str
+    foreign_tls: str
+
+
+def declared_ports(ctx: CompileContext, pod: Pod) -> dict[int, str]:
+    """{pod port: protocol} for every Service port that has the pod as an endpoint (first Service wins)."""
+    ports: dict[int, tuple[str, str]] = {}
+    for host in ctx.registry.hosts.values():
+        if host.kind != "Service":
+            continue
+        for hp in host.ports.values():
+            for endpoint in hp.endpoints:
+                if endpoint.pod is not pod and endpoint.address != pod.ip:
+                    continue
+                seen = ports.setdefault(endpoint.port, (hp.protocol, host.source))
+                if _family(seen[0]) != _family(hp.protocol):
+                    kind, namespace, name = "Service", *host.source.split("/", 1)
+                    ctx.diag.warn(
+                        kind, namespace, name, f"spec.ports[{hp.name or hp.number}]",
+                        f"pod {pod.meta.key} port {endpoint.port} is {seen[0]} for {seen[1]}; "
+                        f"that protocol is used",
+                    )  # fmt: skip
+    return {port: protocol for port, (protocol, _) in sorted(ports.items())}
+
+
+def _family(protocol: str) -> str:
+    return "HTTP" if is_http(protocol) else "TCP"
+
+
+class InboundBuilder:
+    def __init__(self, ctx: CompileContext):
+        self.ctx = ctx
+        self.peer = PeerAuthentications(ctx)
+        self.authz = AuthorizationPolicies(ctx)
+        self.chains: list[dict[str, Any]] = []
+        self.cluster_ports: set[int] = set()
+
+    # -- filters ----------------------------------------------------------------------------
+    def http_filters(self, pod: Pod, port: int) -> list[dict[str, Any]]:
+        cluster = inbound_cluster_name(port)
+        self.cluster_ports.add(port)
+        route = {
+            "name": "default",
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": cluster,
+                "timeout": "0s",
+                "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"},
+            },
+            "decorator": {"operation": f"{pod.name}.{pod.namespace}:{port}/*"},
+        }
+        manager = typed(
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            stat_prefix=f"inbound_{pod.ip}_{port}",
+            codec_type="AUTO",
+            route_config={
+                "name": cluster,
+                "validate_clusters": False,
+                "virtual_hosts": [{"name": f"inbound|http|{port}", "domains": ["*"], "routes": [route]}],
+            },
+            http_filters=[
+                *self.authz.http_filters(pod),
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+                },
+            ],
+            use_remote_address=False,
+            normalize_path=True,
+            path_with_escaped_slashes_action="KEEP_UNCHANGED",
+            forward_client_cert_details="APPEND_FORWARD",
+            set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
+            upgrade_configs=[{"upgrade_type": "websocket"}],
+        )
+        return [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
+
+    def tcp_filters(self, pod: Pod, port: int | None) -> list[dict[str, Any]]:
+        cluster = PASSTHROUGH if port is None else inbound_cluster_name(port)
+        if port is not None:
+            self.cluster_ports.add(port)
+        proxy = typed(
+            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            stat_prefix=f"inbound_{pod.ip}_{port or 'passthrough'}",
+            cluster=cluster,
+        )
+        return [*self.authz.network_filters(pod), {"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]
+
+    # -- chains -----------------------------------------------------------------------------
+    def add_chain(self, name: str, filters: list[dict[str, Any]], tls: dict[str, Any] | None = None) -> str:
+        chain: dict[str, Any] = {"name": name, "filters": filters}
+        if tls:
+            chain["transport_socket"] = tls
+        self.chains.append(chain)
+        return name
+
+    def port_chains(self, pod: Pod, port: int | None, protocol: str, mode: str) -> PortChains:
+        """The chains a (pod, port) needs in `mode`; port None is the pod's passthrough."""
+        label = f"inbound|{pod.ip}|{port or 'passthrough'}"
+        http = port is not None and is_http(protocol)
+
+        def filters() -> list[dict[str, Any]]:
+            return self.http_filters(pod, port) if http and port is not None else self.tcp_filters(pod, port)
+
+        mtls = plain = foreign = ""
+        if mode == STRICT:
+            self.reject_chain()
+        if mode != DISABLE:
+            tls = server_transport_socket(self.ctx, pod.namespace, pod.service_account, HTTP_ALPN if http else TCP_ALPN)
+            mtls = self.add_chain(f"{label}|mtls", filters(), tls)
+        if mode != STRICT:
+            plain = self.add_chain(f"{label}|plaintext", filters())
+            foreign = self.add_chain(f"{label}|tls-passthrough", self.tcp_filters(pod, port)) if http else plain
+        return PortChains(mtls, plain, foreign)
+
+    def reject_chain(self) -> None:
+        """Closes the connection at once: plaintext to a STRICT port, like a sidecar that has no chain for it."""
+        if any(c["name"] == REJECT_CHAIN for c in self.chains):
+            return
+        proxy = typed(
+            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            stat_prefix="inbound_plaintext_rejected",
+            cluster=REJECT_CLUSTER,
+        )
+        self.add_chain(REJECT_CHAIN, [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}])
+
+    @staticmethod
+    def transport_matcher(mode: str, chains: PortChains) -> dict[str, Any]:
+        transport = _input("transport_protocol", "TransportProtocolInput")
+        if mode == STRICT:
+            # Explicit: a nested matcher without a match would fall back to the pod's passthrough.
+            return {
+                "matcher_tree": {"input": transport, "exact_match_map": {"map": {"tls": _select(chains.mtls)}}},
+                "on_no_match": _select(REJECT_CHAIN),
+            }
+        elif mode == DISABLE:
+            branches = {"tls": _select(chains.foreign_tls), "raw_buffer": _select(chains.plain)}
+        else:
+            alpn = {
+                "matcher_list": {
+                    "matchers": [
+                        {
+                            "predicate": {
+                                "single_predicate": {
+                                    "input": _input("application_protocol", "ApplicationProtocolInput"),
+                                    "value_match": {"contains": "'istio"},
+                                }
+                            },
+                            "on_match": _select(chains.mtls),
+                        }
+                    ]
+                },
+                "on_no_match": _select(chains.foreign_tls),
+            }
+            branches = {"tls": {"matcher": alpn}, "raw_buffer": _select(chains.plain)}
+        return {"matcher_tree": {"input": transport, "exact_match_map": {"map": branches}}}
+
+    def pod_matcher(self, pod: Pod) -> dict[str, Any]:
+        resolved = self.peer.for_pod(pod)
+        self.peer.note(pod, resolved)
+        self.authz.note(pod)
+        ports = declared_ports(self.ctx, pod)
+        for port in resolved.port_modes:
+            ports.setdefault(port, "TCP")  # portLevelMtls applies to undeclared ports too, as plain TCP
+        by_port = {}
+        for port, protocol in ports.items():
+            mode = resolved.for_port(port)
+            by_port[str(port)] = {"matcher": self.transport_matcher(mode, self.port_chains(pod, port, protocol, mode))}
+        passthrough = self.transport_matcher(resolved.mode, self.port_chains(pod, None, "TCP", resolved.mode))
+        self.ctx.note(
+            [pod],
+            "inbound traffic to ports no Service declares",
+            DIFFERENT,
+            "forwarded as TCP with the pod's mTLS mode and TCP authorization rules; a sidecar sniffs HTTP",
+        )
+        if not by_port:
+            return passthrough
+        return {
+            "matcher_tree": {
+                "input": _input("destination_port", "DestinationPortInput"),
+                "exact_match_map": {"map": by_port},
+            },
+            "on_no_match": {"matcher": passthrough},
+        }
+
+    # -- assembly ---------------------------------------------------------------------------
+    def listener(self) -> dict[str, Any]:
+        pods = sorted(self.ctx.local_meshed_pods, key=lambda p: p.ip)
+        by_ip = {pod.ip: {"matcher": self.pod_matcher(pod)} for pod in pods}
+        listener: dict[str, Any] = {
+            "name": LISTENER_NAME,
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": self.ctx.mesh.proxy.inbound_port}},
+            "transparent": True,
+            "listener_filters": [ORIGINAL_DST, TLS_INSPECTOR],
+            # A server-first protocol sends nothing for the TLS inspector: go on as plaintext after the timeout.
+            "continue_on_listener_filters_timeout": True,
+            "traffic_direction": "INBOUND",
+            "filter_chains": self.chains,
+        }
+        if by_ip:
+            listener["filter_chain_matcher"] = {
+                "matcher_tree": {
+                    "input": _input("destination_ip", "DestinationIPInput"),
+                    "exact_match_map": {"map": by_ip},
+                }
+            }
+        return listener
+
+    def clusters(self) -> list[dict[str, Any]]:
+        names = [inbound_cluster_name(p) for p in sorted(self.cluster_ports)]
+        if self.chains:
+            names.append(PASSTHROUGH)
+        clusters = [self.original_destination(name) for name in names]
+        if any(c["name"] == REJECT_CHAIN for c in self.chains):
+            clusters.append({"name": REJECT_CLUSTER, "type": "STATIC", "connect_timeout": "1s"})
+        return clusters
+
+    def original_destination(self, name: str) -> dict[str, Any]:
+        """Connect to the address the client dialled, marked so the dataplane sends it straight to the pod."""
+        options = typed(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            use_downstream_protocol_config={"http_protocol_options": {}, "http2_protocol_options": {}},
+        )
+        return {
+            "name": name,
+            "type": "ORIGINAL_DST",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": "10s",
+            "cleanup_interval": "60s",
+            "upstream_bind_config": upstream_mark(self.ctx.mesh.proxy.bypass_mark),
+            "circuit_breakers": {
+                "thresholds": [
+                    {"max_connections": MAX, "max_pending_requests": MAX, "max_requests": MAX, "max_retries": MAX}
+                ]
+            },
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
+        }
+
+
+def build_inbound(ctx: CompileContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The `inbound` listener and the clusters its chains use."""
+    builder = InboundBuilder(ctx)
+    listener = builder.listener()
+    return listener, builder.clusters()
+
+
+def validate_security(ctx: CompileContext) -> None:
+    """Report every PeerAuthentication/AuthorizationPolicy problem (node-independent) into ctx.diag."""
+    PeerAuthentications(ctx)
+    AuthorizationPolicies(ctx)

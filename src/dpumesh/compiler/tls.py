@@ -1,0 +1,275 @@
+"""Workload identity and TLS: Istio-mutual sockets, DestinationRule TLS and the SDS files.
+
+Every identity is an SDS secret read from a file the node's certificate role keeps
+up to date (layout in `dpumesh.certs`); Envoy reloads a secret when its files are
+moved into place, so rotation needs no config push.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from dpumesh.compiler.context import ROOT_CA_SECRET, CompileContext, secret_name, typed
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+SECRET_TYPE = "envoy.extensions.transport_sockets.tls.v3.Secret"
+ISTIO_ALPN = ["istio-peer-exchange", "istio"]
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Istio's default for SIMPLE/MUTUAL without a CA
+DR_TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+TLS_PARAMS = {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
+
+
+def sds_config(ctx: CompileContext, secret: str) -> dict[str, Any]:
+    """Where Envoy reads SDS secret `secret`: a file next to the bootstrap, watched for swaps."""
+    directory = f"{ctx.mesh.proxy.config_dir}/sds"
+    return {
+        "path_config_source": {"path": f"{directory}/{secret}.yaml", "watched_directory": {"path": directory}},
+        "resource_api_version": "V3",
+    }
+
+
+def _sds_ref(ctx: CompileContext, secret: str) -> dict[str, Any]:
+    return {"name": secret, "sds_config": sds_config(ctx, secret)}
+
+
+def _uri_san(matcher: dict[str, str]) -> dict[str, Any]:
+    return {"san_type": "URI", "matcher": matcher}
+
+
+def trust_domain_san(ctx: CompileContext) -> dict[str, Any]:
+    """Any workload identity of the mesh's trust domain."""
+    return _uri_san({"prefix": f"spiffe://{ctx.mesh.trust_domain}/"})
+
+
+def client_transport_socket(
+    ctx: CompileContext, namespace: str, service_account: str, sni: str, peer_sans: list[str]
+) -> dict[str, Any]:
+    """ISTIO_MUTUAL towards a mesh workload, presenting the *source* pod's identity."""
+    sans = [_uri_san({"exact": san}) for san in peer_sans] or [trust_domain_san(ctx)]
+    context: dict[str, Any] = {
+        "common_tls_context": {
+            "tls_params": TLS_PARAMS,
+            "alpn_protocols": ISTIO_ALPN,
+            "tls_certificate_sds_secret_configs": [_sds_ref(ctx, secret_name(namespace, service_account))],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": sans},
+                "validation_context_sds_secret_config": _sds_ref(ctx, ROOT_CA_SECRET),
+            },
+        },
+    }
+    if sni:
+        context["sni"] = sni
+    return {
+        "name": TLS_SOCKET,
+        "typed_config": typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", **context),
+    }
+
+
+def server_transport_socket(
+    ctx: CompileContext, namespace: str, service_account: str, alpn: list[str] | None = None
+) -> dict[str, Any]:
+    """The inbound mTLS side: the *destination* pod's identity, peers of the trust domain only."""
+    common: dict[str, Any] = {
+        "tls_params": TLS_PARAMS,
+        "tls_certificate_sds_secret_configs": [_sds_ref(ctx, secret_name(namespace, service_account))],
+        "combined_validation_context": {
+            "default_validation_context": {"match_typed_subject_alt_names": [trust_domain_san(ctx)]},
+            "validation_context_sds_secret_config": _sds_ref(ctx, ROOT_CA_SECRET),
+        },
+    }
+    if alpn:
+        common["alpn_protocols"] = alpn
+    return {
+        "name": TLS_SOCKET,
+        "typed_config": typed(
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            common_tls_context=common,
+            require_client_certificate=True,
+        ),
+    }
+
+
+def credential_secret(client_namespace: str, credential_name: str) -> str:
+    """SDS secret of a DestinationRule credentialName, looked up in the client's namespace as Istio does."""
+    return f"kubernetes~{client_namespace}~{credential_name}"
+
+
+def credential_dir(ctx: CompileContext, client_namespace: str, credential_name: str) -> str:
+    return f"{ctx.mesh.proxy.cert_dir}/credentials/{client_namespace}/{credential_name}"
+
+
+def simple_client_transport_socket(
+    ctx: CompileContext, dr_tls: Any, where: tuple[str, ...], client_namespace: str | None = None
+) -> dict[str, Any] | None:
+    """A DestinationRule `tls` block in mode SIMPLE or MUTUAL as an UpstreamTlsContext.
+
+    `where` is (kind, namespace, name[, field path of the tls block, by default
+    spec.trafficPolicy.tls]); problems are reported
+    through ctx.diag and give None. `client_namespace` picks the credentialName secret
+    (the source pod's namespace; the rule's own namespace when not given).
+    """
+    kind, namespace, name, path = (*where, "spec.trafficPolicy.tls") if len(where) == 3 else where
+    diag_error = ctx.diag.error
+
+    def error(field: str, message: str) -> None:
+        diag_error(kind, namespace, name, f"{path}.{field}" if field else path, message)
+
+    if not isinstance(dr_tls, dict):
+        error("", "must be a mapping")
+        return None
+    mode = dr_tls.get("mode", "DISABLE")
+    if mode not in ("SIMPLE", "MUTUAL"):
+        error("mode", f"{mode!r} is not SIMPLE or MUTUAL" if mode not in DR_TLS_MODES else f"{mode} has no TLS")
+        return None
+    strings = ("credentialName", "caCertificates", "clientCertificate", "privateKey", "sni", "caCrl")
+    bad = [f for f in strings if f in dr_tls and not isinstance(dr_tls[f], str)]
+    for f in bad:
+        error(f, "must be a string")
+    sans = dr_tls.get("subjectAltNames") or []
+    if not isinstance(sans, list) or not all(isinstance(s, str) and s for s in sans):
+        error("subjectAltNames", "must be a list of non-empty strings")
+        bad.append("subjectAltNames")
+    skip_verify = dr_tls.get("insecureSkipVerify", False)
+    if not isinstance(skip_verify, bool):
+        error("insecureSkipVerify", f"{skip_verify!r} is not true or false")
+        bad.append("insecureSkipVerify")
+    if bad:
+        return None
+    credential = dr_tls.get("credentialName", "")
+    files = {f: dr_tls.get(f, "") for f in ("caCertificates", "clientCertificate", "privateKey")}
+    for f, value in files.items():
+        if value and not value.startswith("/"):
+            error(f, f"{value!r} is not an absolute path")
+            return None
+    if credential and any(files.values()):
+        given = ", ".join(f for f, v in files.items() if v)
+        error("credentialName", f"cannot be combined with {given}")
+        return None
+    if mode == "MUTUAL" and not credential and not (files["clientCertificate"] and files["privateKey"]):
+        error("clientCertificate", "MUTUAL needs clientCertificate and privateKey, or credentialName")
+        return None
+    if mode == "SIMPLE" and (files["clientCertificate"] or files["privateKey"]):
+        error("clientCertificate" if files["clientCertificate"] else "privateKey", "is only used in mode MUTUAL")
+        return None
+
+    common: dict[str, Any] = {"tls_params": TLS_PARAMS}
+    client_ns = client_namespace or namespace
+    if credential:
+        secret = credential_secret(client_ns, credential)
+        if mode == "MUTUAL":
+            common["tls_certificate_sds_secret_configs"] = [_sds_ref(ctx, secret)]
+        validation_source: dict[str, Any] = {"validation_context_sds_secret_config": _sds_ref(ctx, f"{secret}-cacert")}
+    else:
+        if mode == "MUTUAL":
+            common["tls_certificates"] = [
+                {
+                    "certificate_chain": {"filename": files["clientCertificate"]},
+                    "private_key": {"filename": files["privateKey"]},
+                }
+            ]
+        ca = files["caCertificates"] or SYSTEM_CA_BUNDLE
+        validation_source = {"validation_context": {"trusted_ca": {"filename": ca}}}
+        if dr_tls.get("caCrl"):
+            validation_source["validation_context"]["crl"] = {"filename": dr_tls["caCrl"]}
+    if not skip_verify:
+        matchers = [_uri_san({"exact": s}) if s.startswith("spiffe://") else _dns_san(s) for s in sans]
+        if "validation_context" in validation_source:
+            validation = validation_source["validation_context"]
+            if matchers:
+                validation["match_typed_subject_alt_names"] = matchers
+            common["validation_context"] = validation
+        else:
+            common["combined_validation_context"] = {
+                "default_validation_context": {"match_typed_subject_alt_names": matchers} if matchers else {},
+                **validation_source,
+            }
+    context: dict[str, Any] = {"common_tls_context": common}
+    if dr_tls.get("sni"):
+        context["sni"] = dr_tls["sni"]
+    return {
+        "name": TLS_SOCKET,
+        "typed_config": typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", **context),
+    }
+
+
+def _dns_san(name: str) -> dict[str, Any]:
+    return {"san_type": "DNS", "matcher": {"exact": name}}
+
+
+def local_identities(ctx: CompileContext) -> list[tuple[str, str]]:
+    """(namespace, service account) of every meshed pod on the node, sorted."""
+    return sorted({(p.namespace, p.service_account) for p in ctx.local_meshed_pods})
+
+
+def _credential_names(ctx: CompileContext) -> list[str]:
+    """Every credentialName a DestinationRule tls block (top, port level or subset) names."""
+    names: set[str] = set()
+    for dr in ctx.state.of_kind("DestinationRule"):
+        policies = [dr.spec.get("trafficPolicy")]
+        policies += [s.get("trafficPolicy") for s in dr.spec.get("subsets") or [] if isinstance(s, dict)]
+        for policy in list(policies):
+            if isinstance(policy, dict):
+                policies += [p for p in policy.get("portLevelSettings") or [] if isinstance(p, dict)]
+        for policy in policies:
+            tls = policy.get("tls") if isinstance(policy, dict) else None
+            if isinstance(tls, dict) and isinstance(tls.get("credentialName"), str) and tls["credentialName"]:
+                names.add(tls["credentialName"])
+    return sorted(names)
+
+
+def _secret_file(resource: dict[str, Any]) -> bytes:
+    response = {"version_info": "0", "resources": [{"@type": f"type.googleapis.com/{SECRET_TYPE}", **resource}]}
+    return yaml.safe_dump(response, sort_keys=False).encode()
+
+
+def sds_files(ctx: CompileContext) -> dict[str, bytes]:
+    """`envoy/sds/<secret>.yaml` for each local identity, the root CA and DestinationRule credentials."""
+    cert_dir = ctx.mesh.proxy.cert_dir
+    files: dict[str, bytes] = {}
+    for namespace, service_account in local_identities(ctx):
+        secret = secret_name(namespace, service_account)
+        files[f"envoy/sds/{secret}.yaml"] = _secret_file(
+            {
+                "name": secret,
+                "tls_certificate": {
+                    "certificate_chain": {"filename": f"{cert_dir}/{secret}/cert.pem"},
+                    "private_key": {"filename": f"{cert_dir}/{secret}/key.pem"},
+                    "watched_directory": {"path": f"{cert_dir}/{secret}"},
+                },
+            }
+        )
+    files[f"envoy/sds/{ROOT_CA_SECRET}.yaml"] = _secret_file(
+        {
+            "name": ROOT_CA_SECRET,
+            "validation_context": {
+                "trusted_ca": {"filename": f"{cert_dir}/root-cert.pem"},
+                "watched_directory": {"path": cert_dir},
+            },
+        }
+    )
+    for namespace in sorted({ns for ns, _ in local_identities(ctx)}):
+        for credential in _credential_names(ctx):
+            secret = credential_secret(namespace, credential)
+            directory = credential_dir(ctx, namespace, credential)
+            files[f"envoy/sds/{secret}.yaml"] = _secret_file(
+                {
+                    "name": secret,
+                    "tls_certificate": {
+                        "certificate_chain": {"filename": f"{directory}/tls.crt"},
+                        "private_key": {"filename": f"{directory}/tls.key"},
+                        "watched_directory": {"path": directory},
+                    },
+                }
+            )
+            files[f"envoy/sds/{secret}-cacert.yaml"] = _secret_file(
+                {
+                    "name": f"{secret}-cacert",
+                    "validation_context": {
+                        "trusted_ca": {"filename": f"{directory}/ca.crt"},
+                        "watched_directory": {"path": directory},
+                    },
+                }
+            )
+    return files
