@@ -25,6 +25,7 @@ from dpumesh.compiler.validate import (
     validate_virtual_service,
 )
 from dpumesh.compiler.views import build_classes
+from dpumesh.describe import describe
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
 from dpumesh.state.model import ClusterState
 
@@ -97,6 +98,7 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str) -> NodeBund
     files["envoy/cds.yaml"] = _dump(discovery_response(CLUSTER, clusters, version))
     steering["version"] = version
     files["steering.json"] = (json.dumps(steering, indent=2, sort_keys=True) + "\n").encode()
+    files["describe.txt"] = describe(files).encode()
     report = parity.report(ctx)
     files["parity.json"] = (json.dumps(report, indent=2) + "\n").encode()
     files["parity.txt"] = parity.summary(report).encode()

@@ -13,6 +13,13 @@ from dpumesh.compiler.context import CompileContext
 
 def bootstrap(ctx: CompileContext) -> dict[str, Any]:
     layout = ctx.mesh.proxy
+
+    def source(name: str) -> dict[str, Any]:
+        config: dict[str, Any] = {"path": f"{layout.config_dir}/{name}"}
+        if layout.watch_dir:
+            config["watched_directory"] = {"path": layout.watch_dir}
+        return {"path_config_source": config, "resource_api_version": "V3"}
+
     return {
         "node": {
             "id": f"dpu-proxy~{ctx.node}",
@@ -23,14 +30,8 @@ def bootstrap(ctx: CompileContext) -> dict[str, Any]:
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": layout.admin_port}},
         },
         "dynamic_resources": {
-            "lds_config": {
-                "path_config_source": {"path": f"{layout.config_dir}/lds.yaml"},
-                "resource_api_version": "V3",
-            },
-            "cds_config": {
-                "path_config_source": {"path": f"{layout.config_dir}/cds.yaml"},
-                "resource_api_version": "V3",
-            },
+            "lds_config": source("lds.yaml"),
+            "cds_config": source("cds.yaml"),
         },
         "layered_runtime": {
             "layers": [

@@ -21,7 +21,10 @@ class ProxyLayout:
     capture_mark: int = 1  # proxy outbound connections: may loop into the inbound listener
     bypass_mark: int = 2  # proxy inbound connections: straight to the pod's VF
     route_table: int = 100
-    config_dir: str = "/etc/dpumesh/proxy"  # where bootstrap.yaml, lds.yaml, cds.yaml live on the SoC
+    # Versions live in <watch_dir>/versions/<id>; <watch_dir>/current is a symlink swapped atomically,
+    # and Envoy reloads LDS/CDS when `current` moves in the watched directory.
+    watch_dir: str = "/etc/dpumesh/proxy"
+    config_dir: str = "/etc/dpumesh/proxy/current/envoy"  # bootstrap.yaml, lds.yaml, cds.yaml, sds/
     cert_dir: str = "/etc/dpumesh/certs"  # per-identity key/cert files and the root CA
 
 

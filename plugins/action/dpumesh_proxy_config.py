@@ -1,0 +1,129 @@
+"""Compile a node's shared dpu-proxy config on the controller and activate it on the DPU SoC.
+
+The compiler is the dpumesh package (one implementation); this plugin only
+moves its output: a tar.gz to the target, then the dpumesh_activate module.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+DOCUMENTATION = r"""
+---
+action: dpumesh_proxy_config
+short_description: Compile and activate one DPU node's shared proxy and dataplane config
+options:
+  node: {description: Kubernetes node whose DPU this host is., type: str, required: true}
+  state_dir: {description: Directory of Kubernetes + Istio manifests., type: path}
+  kubeconfig: {description: Read the cluster state from this kubeconfig instead., type: path}
+  mesh: {description: Mesh settings (trust_domain, outbound_traffic_policy, network_mode, ...)., type: dict}
+  root: {description: Versioned config directory on the target., type: path, required: true}
+  cert_dir: {description: Workload certificates on the target (default <root>/../certs)., type: path}
+  keep: {description: Versions kept on the target., type: int, default: 5}
+  validate_command: {description: Command run on the staged tree on the target ({staged} is replaced)., type: list}
+"""
+
+_STATE_CACHE: dict[tuple, object] = {}
+
+
+def _load_state(state_dir: str | None, kubeconfig: str | None, service_cidr: str):
+    from dpumesh.state import load_live_state, load_state
+
+    if kubeconfig:
+        return load_live_state(kubeconfig, service_cidr)
+    stamp = max((os.stat(os.path.join(d, f)).st_mtime for d, _, fs in os.walk(state_dir) for f in fs), default=0)
+    key = (state_dir, stamp, service_cidr)
+    if key not in _STATE_CACHE:  # one load per play, not per host
+        _STATE_CACHE.clear()
+        _STATE_CACHE[key] = load_state(state_dir, service_cidr)
+    return _STATE_CACHE[key]
+
+
+def _archive(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for rel in sorted(files):
+            info = tarfile.TarInfo(rel)
+            info.size, info.mtime, info.mode = len(files[rel]), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(files[rel]))
+    return buf.getvalue()
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = True
+    _VALID_ARGS = frozenset(("node", "state_dir", "kubeconfig", "mesh", "root", "cert_dir", "keep", "validate_command"))
+
+    def run(self, tmp=None, task_vars=None):
+        from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node
+        from dpumesh.errors import DpumeshError, InputError
+
+        result = super().run(tmp, task_vars)
+        # Plain Python types: the compiler dumps YAML, which refuses Ansible's tagged strings.
+        args = json.loads(json.dumps(dict(self._task.args)))
+        for required in ("node", "root"):
+            if not args.get(required):
+                raise AnsibleActionFail(f"dpumesh_proxy_config: '{required}' is required")
+        if bool(args.get("state_dir")) == bool(args.get("kubeconfig")):
+            raise AnsibleActionFail("dpumesh_proxy_config: give exactly one of state_dir or kubeconfig")
+        try:
+            root = args["root"]
+            layout = ProxyLayout(
+                watch_dir=root, config_dir=f"{root}/current/envoy", cert_dir=args.get("cert_dir") or f"{root}/../certs"
+            )
+            mesh = MeshSettings(**(args.get("mesh") or {}), proxy=layout)
+            state = _load_state(args.get("state_dir"), args.get("kubeconfig"), mesh.service_cidr)
+            bundle = compile_node(state, mesh, args["node"])
+        except InputError as exc:
+            raise AnsibleActionFail("the cluster state has problems, nothing was pushed:\n" + str(exc)) from None
+        except (DpumeshError, TypeError) as exc:
+            raise AnsibleActionFail(f"dpumesh_proxy_config: {exc}") from None
+
+        before = self._remote_text(f"{root}/current/describe.txt", task_vars)
+        after = bundle.files["describe.txt"].decode()
+        result.update(version=bundle.version, stats=bundle.stats, warnings=[str(w) for w in bundle.warnings])
+        if self._task.diff and before != after:
+            result["diff"] = {
+                "before": before,
+                "after": after,
+                "before_header": f"{root}/current",
+                "after_header": f"version {bundle.version}",
+            }
+        tmp_dir = self._make_tmp_path()
+        try:
+            with tempfile.NamedTemporaryFile(suffix=".tar.gz", delete=False) as handle:
+                handle.write(_archive(bundle.files))
+            remote = self._connection._shell.join_path(tmp_dir, "bundle.tar.gz")
+            if not self._task.check_mode:
+                self._transfer_file(handle.name, remote)
+                self._fixup_perms2((tmp_dir, remote))
+            module_args = {
+                "root": root,
+                "archive": remote,
+                "version": bundle.version,
+                "keep": args.get("keep", 5),
+                "validate_command": args.get("validate_command") or [],
+            }
+            activated = self._execute_module("dpumesh_activate", module_args=module_args, task_vars=task_vars)
+        finally:
+            os.unlink(handle.name)
+            self._remove_tmp_path(tmp_dir)
+        if activated.get("failed"):
+            result.update(failed=True, msg=activated.get("msg"))
+            return result
+        result.update(changed=activated.get("changed", False), current=activated.get("current"))
+        return result
+
+    def _remote_text(self, path: str, task_vars) -> str:
+        slurped = self._execute_module("ansible.builtin.slurp", module_args={"src": path}, task_vars=task_vars)
+        if slurped.get("failed"):
+            return ""
+        return base64.b64decode(slurped["content"]).decode()

@@ -1,0 +1,1 @@
+../../src/dpumesh/activate.py
