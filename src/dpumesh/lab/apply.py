@@ -56,7 +56,10 @@ class ApplyResult:
 
 def node_settings(mesh: MeshSettings, node: str) -> MeshSettings:
     """The mesh settings with the proxy's files where this lab node keeps them."""
-    layout = dataclasses.replace(mesh.proxy, config_dir=str(paths.proxy_dir(node)), cert_dir=str(paths.cert_dir(node)))
+    root = paths.proxy_dir(node)
+    layout = dataclasses.replace(
+        mesh.proxy, watch_dir=str(root), config_dir=f"{root}/current/envoy", cert_dir=str(paths.cert_dir(node))
+    )
     return dataclasses.replace(mesh, proxy=layout)
 
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 
-from dpumesh.certs import LabCA, ensure_workload_certs, write_atomic
+from dpumesh.activate import activate
+from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import NodeBundle
 from dpumesh.dataplane.commands import run
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths
 from dpumesh.lab.preflight import envoy_path
-
-# Envoy reads secrets, then clusters, then listeners: writing in this order never points at a missing one.
-_WRITE_ORDER = ("envoy/sds/", "envoy/cds.yaml", "envoy/lds.yaml", "envoy/bootstrap.yaml")
 
 
 def ca_dir() -> Path:
@@ -28,27 +27,26 @@ def write_certs(node: str, trust_domain: str, identities: list[tuple[str, str]])
 
 
 def write_proxy_files(node: str, bundle: NodeBundle) -> list[str]:
-    """Move each envoy/* file of the bundle into the node's proxy dir (atomic renames, watched by Envoy)."""
-    target = paths.proxy_dir(node)
-    changed = []
-    envoy_files = {rel: data for rel, data in bundle.files.items() if rel.startswith("envoy/")}
-    ordered = sorted(envoy_files, key=lambda rel: next(i for i, p in enumerate(_WRITE_ORDER) if rel.startswith(p)))
-    for rel in ordered:
-        if write_atomic(target / rel.removeprefix("envoy/"), envoy_files[rel]):
-            changed.append(rel)
-    other = {rel: data for rel, data in bundle.files.items() if not rel.startswith("envoy/")}
-    for rel, data in other.items():
-        write_atomic(paths.node_dir(node) / "bundle" / rel, data)
-    wanted = {target / rel.removeprefix("envoy/") for rel in envoy_files}
-    for stale in sorted(p for p in target.rglob("*.yaml") if p not in wanted):
-        stale.unlink()
-        changed.append(f"removed {stale.name}")
-    return changed
+    """Stage the bundle next to the node's versions and swap `current` to it (the SoC's activation path)."""
+    root = paths.proxy_dir(node)
+    root.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=".staged-", dir=root))
+    for rel, data in bundle.files.items():
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staged / rel).write_bytes(data)
+    outcome = activate(str(root), str(staged), bundle.version)
+    if outcome["error"]:
+        raise DpumeshError(f"node {node}: config {bundle.version} not activated: {outcome['error']}")
+    return [f"activated config {bundle.version}"] if outcome["changed"] else []
+
+
+def bootstrap_path(node: str) -> Path:
+    return paths.proxy_dir(node) / "current" / "envoy" / "bootstrap.yaml"
 
 
 def envoy_program(node: str, admin_port: int) -> dict:
     """The supervisor spec of a node's Envoy; a new bootstrap or DPU namespace changes it (restart)."""
-    bootstrap = paths.proxy_dir(node) / "bootstrap.yaml"
+    bootstrap = bootstrap_path(node)
     netns = paths.dpu_netns(node)
     incarnation = hashlib.sha256(bootstrap.read_bytes()).hexdigest()[:16] + f"/{_netns_inode(netns)}"
     argv = ["ip", "netns", "exec", netns, envoy_path(), "-c", str(bootstrap), "--disable-hot-restart"]
