@@ -17,21 +17,6 @@ import time
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-DOCUMENTATION = r"""
----
-action: dpumesh_proxy_config
-short_description: Compile and activate one DPU node's shared proxy and dataplane config
-options:
-  node: {description: Kubernetes node whose DPU this host is., type: str, required: true}
-  state_dir: {description: Directory of Kubernetes + Istio manifests., type: path}
-  kubeconfig: {description: Read the cluster state from this kubeconfig instead., type: path}
-  mesh: {description: Mesh settings (trust_domain, outbound_traffic_policy, network_mode, ...)., type: dict}
-  root: {description: Versioned config directory on the target., type: path, required: true}
-  cert_dir: {description: Workload certificates on the target (default <root>/../certs)., type: path}
-  keep: {description: Versions kept on the target., type: int, default: 5}
-  validate_command: {description: Command run on the staged tree on the target ({staged} is replaced)., type: list}
-"""
-
 _STATE_CACHE: dict[tuple, object] = {}
 
 
