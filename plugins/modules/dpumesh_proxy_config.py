@@ -11,7 +11,7 @@ description:
   - Runs the dpumesh compiler on the controller for one Kubernetes node, copies the result to the DPU SoC as
     one archive and activates it with M(dpumesh_activate) (validate, then swap the C(current) symlink).
   - With C(--diff), shows a readable line-per-decision diff of routes, clusters and pods instead of raw JSON.
-  - Supports check mode: compiles and diffs, changes nothing.
+  - Supports check mode, in which it compiles and diffs and changes nothing.
 options:
   node:
     description: Kubernetes node whose DPU the target host is.
@@ -24,7 +24,7 @@ options:
     description: Read the cluster state from the API server behind this kubeconfig.
     type: path
   mesh:
-    description: Mesh settings for the compiler (trust_domain, root_namespace, outbound_traffic_policy, network_mode, ...).
+    description: Mesh settings for the compiler (trust_domain, outbound_traffic_policy, network_mode, ...).
     type: dict
   root:
     description: Versioned config directory on the target.
