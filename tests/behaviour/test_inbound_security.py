@@ -29,7 +29,7 @@ from dpumesh.compiler.registry import ServiceRegistry
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
 from dpumesh.errors import Diagnostics
 from dpumesh.state import build_state
-from tests.support import envoy
+from support import envoy
 
 pytestmark = [
     pytest.mark.envoy,
@@ -145,7 +145,8 @@ def steering_rules(ns: str, layout: ProxyLayout) -> str:
           chain prerouting {{
             type filter hook prerouting priority mangle; policy accept;
             ct mark {layout.bypass_mark} accept
-            ip daddr {{ {WEB}, {LEGACY} }} meta l4proto tcp tproxy to :{layout.inbound_port} meta mark set {layout.capture_mark} accept
+            ip daddr {{ {WEB}, {LEGACY} }} meta l4proto tcp \\
+              tproxy to :{layout.inbound_port} meta mark set {layout.capture_mark} accept
           }}
         }}
         """

@@ -246,7 +246,7 @@ class _Parser:
         if not lists:
             self.error(path, f"condition {key!r} needs values or notValues")
             return None
-        clauses = [self.condition_values(path, key, vals, name == "notValues") for name, vals in lists.items()]
+        clauses = [self.condition_values(path, name, key, vals) for name, vals in lists.items()]
         if any(c is None for c in clauses):
             return None
         if len(clauses) == 1 or clauses[0].unsupported:
@@ -265,7 +265,8 @@ class _Parser:
             address=positive.address,
         )
 
-    def condition_values(self, path: str, key: str, values: list[str], negate: bool) -> Clause | None:
+    def condition_values(self, path: str, list_name: str, key: str, values: list[str]) -> Clause | None:
+        negate = list_name == "notValues"
         header = HEADER_WHEN.match(key)
         if header:
             matchers = [{"header": _header(header.group(1), v)} for v in values]
@@ -282,11 +283,11 @@ class _Parser:
         if key == "source.namespace":
             return Clause(path, True, [_namespace(v) for v in values], negate)
         if key == "destination.port":
-            ports = self.ports(path, values)
+            ports = self.ports(f"{path}.{list_name}", values)
             return None if ports is None else Clause(path, False, [{"destination_port": p} for p in ports], negate)
         if key == "connection.sni":
             return Clause(path, False, [{"requested_server_name": _string_match(v)} for v in values], negate)
-        cidrs = self.cidrs(path, values)
+        cidrs = self.cidrs(f"{path}.{list_name}", values)
         if cidrs is None:
             return None
         if key == "destination.ip":
