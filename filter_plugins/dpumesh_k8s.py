@@ -43,6 +43,10 @@ def vf_pool_problems(pools, hosts, var="sriov_resource_pools"):
     return inventory.check_vf_pools(plain(pools), plain(hosts), var)
 
 
+def port_problems(ports, distinct=False):
+    return inventory.check_ports(plain(ports), distinct)
+
+
 def pool_num_vfs(pool, hosts):
     return inventory.pool_num_vfs(plain(pool), plain(hosts))
 
@@ -93,6 +97,7 @@ class FilterModule:
             "dpumesh_k8s_default_vf_pools": default_vf_pools,
             "dpumesh_k8s_vf_pool_problems": vf_pool_problems,
             "dpumesh_k8s_pool_num_vfs": pool_num_vfs,
+            "dpumesh_k8s_port_problems": port_problems,
             "dpumesh_k8s_cidr_overlap_problems": cidr_overlap_problems,
             "dpumesh_k8s_node_ippools": node_ippools,
             "dpumesh_k8s_manifest_problems": manifest_problems,

@@ -203,3 +203,8 @@ def load_downloads_table(defaults_file: Path | None = None) -> dict[str, dict]:
     if not isinstance(table, dict) or not table:
         raise DpumeshError(f"{path}: no {_TABLE_VAR} mapping")
     return table
+
+
+def images_report(mirror: str = "", fmt: str = "text", defaults_file: Path | None = None) -> str:
+    """What ``dpumesh images`` prints: every image and chart, upstream and (with a mirror) where it goes."""
+    return format_mirror_list(mirror_list(load_downloads_table(defaults_file), mirror), fmt)

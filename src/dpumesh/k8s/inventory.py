@@ -249,3 +249,18 @@ def _safe_net(value) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_ports(ports: Mapping[str, object], distinct: bool = False) -> list[str]:
+    """Each value must be a TCP port; with ``distinct``, no two variables may name the same port."""
+    problems = []
+    seen: dict[int, str] = {}
+    for var, value in ports.items():
+        port = _positive_int(value)
+        if port is None or port > 65535:
+            problems.append(f"{var}: {value!r} is not a port number (1-65535)")
+            continue
+        if distinct and port in seen:
+            problems.append(f"{var}: port {port} is also {seen[port]}")
+        seen.setdefault(port, var)
+    return problems

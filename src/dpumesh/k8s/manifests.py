@@ -90,7 +90,7 @@ def apply_plan(manifests: Iterable[Mapping]) -> dict:
     ``crds`` lists every CRD to wait for: those rendered here and those the custom resources need.
     ``daemonsets`` gives namespace, name and node selector of each DaemonSet to wait for.
     """
-    from dpumesh.k8s.crd_schemas import CRD_NAMES, CUSTOM_RESOURCES  # noqa: PLC0415 - avoids an import cycle
+    from dpumesh.k8s.crd_schemas import CRD_NAMES, CUSTOM_RESOURCES
 
     ordered = apply_order(manifests)
     builtin = [m for m in ordered if (m["apiVersion"], m["kind"]) not in CUSTOM_RESOURCES]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 
 import jsonschema
 from kubernetes_validate import utils as kubernetes_validate
@@ -40,7 +40,7 @@ _METADATA = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _custom_validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator:
     _namespaced, spec = CUSTOM_RESOURCES[(api_version, kind)]
     schema = {

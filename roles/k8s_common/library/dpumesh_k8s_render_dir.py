@@ -1,0 +1,88 @@
+#!/usr/bin/python
+"""Make a directory hold exactly the given rendered files, in one module call."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: dpumesh_k8s_render_dir
+short_description: Write rendered manifests into a directory and prune the ones no longer rendered
+description:
+  - Each file is written to a temporary file in the same directory and renamed into place, so a
+    reader never sees a partial file. Unchanged files are not touched. Files matching I(prune_glob)
+    that are not in I(files) are removed. Supports check mode and diff.
+options:
+  path: {description: Directory to write into (created when missing)., type: path, required: true}
+  files:
+    description: "List of {name, content}; name is a plain file name."
+    type: list
+    elements: dict
+    required: true
+  prune_glob: {description: Files matching this that are not in I(files) are removed., type: str, default: "*.yaml"}
+  mode: {description: Mode of the files written., type: str, default: "0644"}
+"""
+
+import fnmatch
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "files": {"type": "list", "elements": "dict", "required": True},
+            "prune_glob": {"type": "str", "default": "*.yaml"},
+            "mode": {"type": "str", "default": "0644"},
+        },
+        supports_check_mode=True,
+    )
+    directory, mode = module.params["path"], int(module.params["mode"], 8)
+    wanted = {}
+    for entry in module.params["files"]:
+        name, content = entry.get("name"), entry.get("content")
+        if not name or os.path.basename(name) != name or not isinstance(content, str):
+            module.fail_json(msg=f"files: entry {name!r} needs a plain file name and string content")
+        wanted[name] = content
+    existing = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    written = [n for n, c in sorted(wanted.items()) if _read(os.path.join(directory, n)) != c]
+    removed = [
+        n
+        for n in existing
+        if n not in wanted and fnmatch.fnmatch(n, module.params["prune_glob"])
+        and os.path.isfile(os.path.join(directory, n))
+    ]
+    diff = [
+        {
+            "before_header": os.path.join(directory, n),
+            "after_header": os.path.join(directory, n),
+            "before": _read(os.path.join(directory, n)) or "",
+            "after": wanted.get(n, ""),
+        }
+        for n in written + removed
+    ]
+    changed = bool(written or removed or not os.path.isdir(directory))
+    if changed and not module.check_mode:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        for name in written:
+            handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(wanted[name])
+            os.chmod(temporary, mode)
+            module.atomic_move(temporary, os.path.join(directory, name))
+        for name in removed:
+            os.unlink(os.path.join(directory, name))
+    module.exit_json(changed=changed, written=written, removed=removed, diff=diff)
+
+
+if __name__ == "__main__":
+    main()
