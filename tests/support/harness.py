@@ -185,12 +185,17 @@ class MeshLab:
         ruleset = (
             "table ip dmt_service_nat {\n"
             "  chain output {\n"
-            "    type nat hook output priority -160; policy accept;\n"
+            "    type nat hook output priority -100; policy accept;\n"
             f"    meta l4proto tcp dnat ip to ip daddr . tcp dport map {{ {', '.join(entries)} }}\n"
+            "  }\n"
+            "  chain input {\n"  # NAT only undoes the DNAT on replies at hooks that have a nat chain
+            "    type nat hook input priority 100; policy accept;\n"
             "  }\n"
             "}\n"
         )
         sh("nft", "-f", "-", netns=self.dpu, stdin=ruleset)
+        # A route for the VIPs (a host has its default route) so the DNAT is reached at all.
+        sh("ip", "-n", self.dpu, "route", "add", self.mesh.service_cidr, "dev", "lo")
 
     def _start_envoy(self) -> None:
         boot = self.bundle_dir / "envoy" / "bootstrap.yaml"

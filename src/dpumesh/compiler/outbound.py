@@ -84,11 +84,17 @@ class OutboundBuilder:
             "name": "outbound",
             "address": {"socket_address": {"address": "0.0.0.0", "port_value": self.ctx.mesh.proxy.outbound_port}},
             "transparent": True,
+            # original_dst marks the TPROXYed destination as restored: ORIGINAL_DST clusters
+            # (passthrough, resolution NONE) connect only to a restored destination.
             "listener_filters": [
+                {
+                    "name": "envoy.filters.listener.original_dst",
+                    "typed_config": typed("envoy.extensions.filters.listener.original_dst.v3.OriginalDst"),
+                },
                 {
                     "name": "envoy.filters.listener.tls_inspector",
                     "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
-                }
+                },
             ],
             "filter_chains": self.chains,
         }
