@@ -109,7 +109,8 @@ def test_source_fields_translation():
 
 def test_operation_and_when_translation():
     body = """{rules: [{
-        to: [{operation: {methods: [GET, HEAD], paths: [/api/*, "*.png", /exact], notPorts: ["9000"], hosts: [Web.Example]}}],
+        to: [{operation: {methods: [GET, HEAD], paths: [/api/*, "*.png", /exact], notPorts: ["9000"],
+                          hosts: [Web.Example]}}],
         when: [{key: "request.headers[x-tenant]", values: ["a*"], notValues: [admin]},
                {key: destination.port, values: ["8080"]}, {key: source.namespace, values: [default]}]}]}"""
     policy = only_policy(rbac(ap("p", "default", body))[0])
@@ -226,16 +227,15 @@ def test_validation_errors_name_policy_and_field():
         + ap("i", "default", "{rules: [{what: []}]}")
     )
     _, ctx, *_ = rbac(text)
-    assert sorted(errors(ctx)) == sorted(
-        [
-            "AuthorizationPolicy default/a: spec.action: 'AUDITLOG' is not one of ALLOW, DENY, AUDIT, CUSTOM",
-            "AuthorizationPolicy default/b: spec.rules[0].from[0].source.ipBlocks[0]: 'not-an-ip' is not an IP address or CIDR",
-            "AuthorizationPolicy default/c: spec.rules[0].when[0].key: 'request.time' is not a supported condition attribute",
-            "AuthorizationPolicy default/d: spec.rules[0].to[0].operation.methods: must be a non-empty list",
-            "AuthorizationPolicy default/e: spec.rules[0].to[0].operation.paths[0]: '' is not a non-empty string",
-            "AuthorizationPolicy default/f: spec.rules[0].from[0].source: must be a non-empty mapping",
-            "AuthorizationPolicy default/g: spec.selector: cannot be combined with targetRef/targetRefs",
-            "AuthorizationPolicy default/h: spec.rules[0].when[0].notValues[0]: '300.1.1.1' is not an IP address or CIDR",
-            "AuthorizationPolicy default/i: spec.rules[0].what: is not a rule field (from, to, when)",
-        ]
-    )
+    expected = {
+        "a": "spec.action: 'AUDITLOG' is not one of ALLOW, DENY, AUDIT, CUSTOM",
+        "b": "spec.rules[0].from[0].source.ipBlocks[0]: 'not-an-ip' is not an IP address or CIDR",
+        "c": "spec.rules[0].when[0].key: 'request.time' is not a supported condition attribute",
+        "d": "spec.rules[0].to[0].operation.methods: must be a non-empty list",
+        "e": "spec.rules[0].to[0].operation.paths[0]: '' is not a non-empty string",
+        "f": "spec.rules[0].from[0].source: must be a non-empty mapping",
+        "g": "spec.selector: cannot be combined with targetRef/targetRefs",
+        "h": "spec.rules[0].when[0].notValues[0]: '300.1.1.1' is not an IP address or CIDR",
+        "i": "spec.rules[0].what: is not a rule field (from, to, when)",
+    }
+    assert sorted(errors(ctx)) == sorted(f"AuthorizationPolicy default/{name}: {msg}" for name, msg in expected.items())
