@@ -17,9 +17,11 @@ so a connection the proxy passes through to a Service VIP reaches a pod.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -42,6 +44,8 @@ from dpumesh.state.model import ClusterState, Pod, Service
 SUPPORT = Path(__file__).resolve().parent
 PYTHON = sys.executable
 READY_TIMEOUT = 30.0
+STALE_NAME = re.compile(r"^dmt-(\d+)x[0-9a-f]+-\S+")
+PR_SET_PDEATHSIG = 1
 
 
 class LabError(RuntimeError):
@@ -83,7 +87,8 @@ class MeshLab:
     def __init__(self, workdir: Path, state_dir: Path, node: str = "node-1", **mesh: Any):
         self.workdir = Path(workdir)
         self.node = node
-        self.token = secrets.token_hex(3)
+        # The creating process's id is in every namespace name, so a later run can remove what a killed one left.
+        self.token = f"{os.getpid()}x{secrets.token_hex(2)}"
         self.state: ClusterState = load_state(state_dir)
         bundle_dir = self.workdir / "bundle"
         paths = {"config_dir": str(bundle_dir / "envoy"), "cert_dir": str(self.workdir / "certs")}
@@ -100,6 +105,7 @@ class MeshLab:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> MeshLab:
+        remove_stale_namespaces()
         try:
             self._compile()
             self._write_certs()
@@ -236,7 +242,12 @@ class MeshLab:
     def _spawn(self, name: str, netns: str, argv: list[str], log: Path) -> subprocess.Popen:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
-            proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", netns, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
         self.processes.append((name, proc))
         return proc
 
@@ -343,6 +354,20 @@ class MeshLab:
     def envoy_log_tail(self, lines: int = 30) -> str:
         log = self.workdir / "envoy.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def remove_stale_namespaces() -> None:
+    """Delete the namespaces of lab runs whose process is gone (killed before it could clean up)."""
+    for line in sh("ip", "netns", "list").splitlines():
+        found = STALE_NAME.match(line)
+        if found and not Path(f"/proc/{found.group(1)}").exists():
+            sh("ip", "netns", "del", found.group(0), check=False)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _regex_escape(name: str) -> str:
