@@ -11,8 +11,9 @@
 - the echo server (`echo_server.py`) in every pod that declares ports.
 
 Nothing routes out of these namespaces.  The only part that is not the
-product's is `service_nat`: the DNAT a node's kube-proxy does for ClusterIPs,
-so a connection the proxy passes through to a Service VIP reaches a pod.
+product's is `_service_nat`: the DNAT a node's kube-proxy does for ClusterIPs
+(and a route for the service CIDR), so a connection the proxy passes through
+to a Service VIP reaches a pod.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class MeshLab:
 
     # -- building -----------------------------------------------------------------------------
     def _compile(self) -> None:
+        # validate_with_envoy looks the binary up on PATH; the venv's bin is not on it unless activated.
         os.environ["PATH"] = f"{Path(envoy_binary()).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         bundle = compile_node(self.state, self.mesh, self.node)
         config_dir = self.mesh.proxy.config_dir
