@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import envoy
 
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import tls
@@ -29,7 +30,6 @@ from dpumesh.compiler.registry import ServiceRegistry
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
 from dpumesh.errors import Diagnostics
 from dpumesh.state import build_state
-from support import envoy
 
 pytestmark = [
     pytest.mark.envoy,
