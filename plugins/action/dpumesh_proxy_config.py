@@ -102,7 +102,8 @@ class ActionModule(ActionBase):
             os.unlink(handle.name)
             self._remove_tmp_path(tmp_dir)
         if activated.get("failed"):
-            result.update(failed=True, msg=activated.get("msg"))
+            reason = activated.get("msg") or activated.get("module_stderr") or activated.get("module_stdout")
+            result.update(failed=True, msg=f"activating on the target failed: {reason}")
             return result
         result.update(changed=activated.get("changed", False), current=activated.get("current"))
         return result

@@ -102,7 +102,13 @@ def main() -> None:
         os.makedirs(root, exist_ok=True)
         staged = tempfile.mkdtemp(prefix=".staging-", dir=root)
         with tarfile.open(p["archive"]) as archive:
-            archive.extractall(staged, filter="data")
+            members = archive.getmembers()
+            unsafe = [
+                m.name for m in members if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name
+            ]
+            if unsafe:
+                module.fail_json(msg=f"archive holds unsafe entries: {unsafe}")
+            archive.extractall(staged, members=members)
         result = activate(root, staged, p["version"], p["keep"], p["validate_command"] or None)
     if result["error"]:
         module.fail_json(msg=f"version {p['version']} refused: {result['error']}", current=result["current"])
