@@ -13,7 +13,7 @@ from dpumesh.compiler import parity, tls
 from dpumesh.compiler.bootstrap import bootstrap, discovery_response
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext
-from dpumesh.compiler.inbound import build_inbound
+from dpumesh.compiler.inbound import build_inbound, validate_security
 from dpumesh.compiler.outbound import OutboundBuilder
 from dpumesh.compiler.registry import ServiceRegistry
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
@@ -72,6 +72,7 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str) -> CompileContex
     for sc in state.of_kind("Sidecar"):
         validate_sidecar(ctx, sc)
     check_port_conflicts(ctx)
+    validate_security(ctx)
     return ctx
 
 

@@ -269,7 +269,9 @@ class ClusterCatalog:
         if mode == "ISTIO_MUTUAL":
             cluster["transport_socket"] = istio
         elif mode in ("SIMPLE", "MUTUAL"):
-            cluster["transport_socket"] = tls.simple_client_transport_socket(self.ctx, settings, where)
+            cluster["transport_socket"] = tls.simple_client_transport_socket(
+                self.ctx, settings, where, client_namespace=cls.namespace
+            )
         elif mode == "" and not host.mesh_external and any(e.meshed for e in endpoints):
             # Istio's auto mTLS: Istio TLS to endpoints that have a proxy, plaintext to the rest.
             cluster["transport_socket_matches"] = [

@@ -5,47 +5,12 @@ from typing import Any
 
 import pytest
 import yaml
+from support.compiled import Compiled
 
 from dpumesh.compiler import MeshSettings, compile_node
 from dpumesh.state import build_state, load_state
 
 STATES = Path(__file__).parent / "states"
-
-
-class Compiled:
-    """A compiled bundle with accessors for the parts tests look at."""
-
-    def __init__(self, bundle, state):
-        self.bundle = bundle
-        self.state = state
-        self.lds = yaml.safe_load(bundle.files["envoy/lds.yaml"])["resources"]
-        self.cds = yaml.safe_load(bundle.files["envoy/cds.yaml"])["resources"]
-
-    def listener(self, name: str) -> dict[str, Any]:
-        return next(x for x in self.lds if x["name"] == name)
-
-    def chain(self, name: str) -> dict[str, Any]:
-        return next(c for c in self.listener("outbound")["filter_chains"] if c["name"] == name)
-
-    def cluster(self, name: str) -> dict[str, Any]:
-        return next(c for c in self.cds if c["name"] == name)
-
-    def cluster_names(self) -> list[str]:
-        return [c["name"] for c in self.cds]
-
-    def route_config(self, chain: str) -> dict[str, Any]:
-        hcm = self.chain(chain)["filters"][0]["typed_config"]
-        return hcm["route_config"]
-
-    def vhost(self, chain: str, name: str) -> dict[str, Any]:
-        return next(v for v in self.route_config(chain)["virtual_hosts"] if v["name"] == name)
-
-    def class_of(self, pod_ip: str) -> str:
-        tree = self.listener("outbound")["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
-        for entry in tree["range_matchers"]:
-            if any(r["address_prefix"] == pod_ip for r in entry["ranges"]):
-                return entry["on_match"]["matcher"]["on_no_match"]["action"]["name"].split("~")[0]
-        raise KeyError(pod_ip)
 
 
 @pytest.fixture
@@ -66,7 +31,3 @@ def compile_docs():
         return Compiled(compile_node(state, MeshSettings(**mesh), node), state)
 
     return run
-
-
-def pod_ip(compiled: Compiled, key: str) -> str:
-    return next(p.ip for p in compiled.state.pods if p.meta.key == key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import pod_ip
+from support.compiled import pod_ip
 
 FQDN = "reviews.shop.svc.cluster.local"
 
