@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 APT_HASH := $(shell sha256sum requirements/apt.txt | cut -c1-16)
 PY_HASH  := $(shell cat pyproject.toml requirements/dev.txt requirements/constraints.txt | sha256sum | cut -c1-16)
 
-.PHONY: help deps lab test lint unit behaviour molecule e2e bench image clean-venv lab-down
+.PHONY: help deps lab test image clean-venv lab-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,9 +43,6 @@ lab-down: deps  ## remove everything the lab created
 
 test: deps image  ## lint, unit, behaviour, molecule and lab end-to-end tests
 	tools/run-test-suite
-
-bench: deps  ## run the benchmarks and write results under benchmarks/results
-	tools/run-benchmarks
 
 clean-venv:
 	rm -rf $(VENV) $(STAMPS)
