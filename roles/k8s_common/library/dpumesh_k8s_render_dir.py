@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 module: dpumesh_k8s_render_dir
 short_description: Write rendered manifests into a directory and prune the ones no longer rendered
@@ -20,12 +26,6 @@ options:
   prune_glob: {description: Files matching this that are not in I(files) are removed., type: str, default: "*.yaml"}
   mode: {description: Mode of the files written., type: str, default: "0644"}
 """
-
-import fnmatch
-import os
-import tempfile
-
-from ansible.module_utils.basic import AnsibleModule
 
 
 def _read(path):
@@ -58,7 +58,8 @@ def main():
     removed = [
         n
         for n in existing
-        if n not in wanted and fnmatch.fnmatch(n, module.params["prune_glob"])
+        if n not in wanted
+        and fnmatch.fnmatch(n, module.params["prune_glob"])
         and os.path.isfile(os.path.join(directory, n))
     ]
     diff = [

@@ -97,5 +97,6 @@ def pytest_terminal_summary(terminalreporter):
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if "upstream_crds" in r.nodeid]
     if skipped:
         terminalreporter.write_sep(
-            "!", "SKIPPED: rendered custom resources were not checked against upstream CRDs (DPUMESH_TEST_CRD_DIR unset)"
+            "!",
+            "SKIPPED: rendered custom resources were not checked against upstream CRDs (DPUMESH_TEST_CRD_DIR unset)",
         )

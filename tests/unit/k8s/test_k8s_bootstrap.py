@@ -15,7 +15,9 @@ ENVOY = shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
 
 @pytest.mark.envoy
 def test_bootstraps_validate_with_envoy(rendered, tmp_path):
-    configmap = yaml.safe_load((rendered / "istio_dpu_adapter/configmap.dpumesh-system.dpu-proxy-bootstrap.yaml").read_text())
+    configmap = yaml.safe_load(
+        (rendered / "istio_dpu_adapter/configmap.dpumesh-system.dpu-proxy-bootstrap.yaml").read_text()
+    )
     assert len(configmap["data"]) >= 2
     for key, text in configmap["data"].items():
         bootstrap = yaml.safe_load(text)
@@ -25,6 +27,8 @@ def test_bootstraps_validate_with_envoy(rendered, tmp_path):
         assert adapter["endpoint"]["address"]["socket_address"]["port_value"] == 15010
         path = tmp_path / key
         path.write_text(text)
-        result = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [ENVOY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "OK" in result.stdout + result.stderr

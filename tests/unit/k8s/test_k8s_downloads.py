@@ -16,7 +16,13 @@ from dpumesh.k8s.downloads import (
 
 TABLE = {
     "cni": {"type": "image", "registry": "ghcr.io", "repository": "org/cni", "tag": "v1.0", "digest": ""},
-    "pinned": {"type": "image", "registry": "quay.io", "repository": "org/p", "tag": "", "digest": "sha256:" + "a" * 64},
+    "pinned": {
+        "type": "image",
+        "registry": "quay.io",
+        "repository": "org/p",
+        "tag": "",
+        "digest": "sha256:" + "a" * 64,
+    },
     "web": {"type": "chart", "repo_url": "https://charts.example", "chart": "web", "version": "1.2.3"},
     "oci": {"type": "chart", "oci_ref": "oci://ghcr.io/org/chart", "chart": "chart", "version": "0.9.0"},
 }
@@ -36,7 +42,7 @@ def test_references_and_mirror_rewrite():
 
 def test_overrides_change_fields_and_refuse_unknown_entries():
     assert resolve(TABLE, overrides={"cni": {"tag": "v2.0"}})["cni"]["ref"] == "ghcr.io/org/cni:v2.0"
-    with pytest.raises(DpumeshError, match="k8s_common_download_overrides.nope: no such entry"):
+    with pytest.raises(DpumeshError, match=r"k8s_common_download_overrides\.nope: no such entry"):
         resolve(TABLE, overrides={"nope": {"tag": "x"}})
 
 
@@ -55,13 +61,18 @@ def test_table_problems_name_entry_and_field():
         "downloads table entry 'c': set 'repo_url' (HTTP repository) or 'oci_ref' (OCI registry)",
         "downloads table entry 'd': type 'tarball' is not 'image' or 'chart'",
     ]
-    with pytest.raises(DpumeshError, match="dpumesh_registry_mirror: 'https://x' is not"):
+    with pytest.raises(DpumeshError, match=r"dpumesh_registry_mirror: 'https://x' is not"):
         resolve(TABLE, "https://x")
 
 
 def test_mirror_list_and_formats():
     items = mirror_list(TABLE, "mirror.local")
-    assert [(i.type, i.key) for i in items] == [("image", "cni"), ("image", "pinned"), ("chart", "oci"), ("chart", "web")]
+    assert [(i.type, i.key) for i in items] == [
+        ("image", "cni"),
+        ("image", "pinned"),
+        ("chart", "oci"),
+        ("chart", "web"),
+    ]
     assert items[0].source == "ghcr.io/org/cni:v1.0" and items[0].target == "mirror.local/org/cni:v1.0"
     assert format_mirror_list(items, "refs").splitlines()[0] == "ghcr.io/org/cni:v1.0"
     text = format_mirror_list(items).splitlines()

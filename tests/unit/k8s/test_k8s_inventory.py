@@ -38,7 +38,10 @@ def test_default_pool_uses_the_vfs_every_host_has():
 @pytest.mark.parametrize(
     ("pfs", "expected"),
     [
-        ([{"name": "ens1f0np0", "vfs": "0-31"}], "VF range 0-31 is outside the PF's VFs on w2 (dpu_host_num_vfs 16: VFs 0-15)"),
+        (
+            [{"name": "ens1f0np0", "vfs": "0-31"}],
+            "VF range 0-31 is outside the PF's VFs on w2 (dpu_host_num_vfs 16: VFs 0-15)",
+        ),
         ([{"name": "ens1f0np0", "vfs": "8-4"}], "VF range '8-4' is not 'N' or 'N-M' with N <= M"),
         ([{"name": "ens9", "vfs": "0-3"}], "PF 'ens9' is not the dpu_host_pf of any dpu_hosts host"),
         ([], "pfs is empty"),

@@ -12,11 +12,26 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_module(args: dict, check: bool = False) -> dict:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-    cmd = [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local",
-           "-e", f"ansible_python_interpreter={sys.executable}",
-           "-M", str(ROOT / "roles/k8s_common/library"), "-m", "dpumesh_k8s_render_dir", "-a", json.dumps(args)]
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        "-M",
+        str(ROOT / "roles/k8s_common/library"),
+        "-m",
+        "dpumesh_k8s_render_dir",
+        "-a",
+        json.dumps(args),
+    ]
     if check:
         cmd.append("--check")
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -25,7 +40,9 @@ def run_module(args: dict, check: bool = False) -> dict:
 
 def test_writes_prunes_and_leaves_unchanged_files_alone(tmp_path):
     target = tmp_path / "out"
-    first = run_module({"path": str(target), "files": [{"name": "a.yaml", "content": "a\n"}, {"name": "b.yaml", "content": "b\n"}]})
+    first = run_module(
+        {"path": str(target), "files": [{"name": "a.yaml", "content": "a\n"}, {"name": "b.yaml", "content": "b\n"}]}
+    )
     assert first["changed"] and first["written"] == ["a.yaml", "b.yaml"]
     (target / "stale.yaml").write_text("old\n")
     (target / "notes.txt").write_text("kept\n")

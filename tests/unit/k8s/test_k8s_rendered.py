@@ -14,7 +14,7 @@ from dpumesh.k8s.validate import SUPPORTED_VERSIONS, validate_manifests
 
 
 def test_supported_versions_are_1_26_to_1_33():
-    assert SUPPORTED_VERSIONS == tuple(f"1.{minor}" for minor in range(26, 34))
+    assert tuple(f"1.{minor}" for minor in range(26, 34)) == SUPPORTED_VERSIONS
 
 
 def test_every_rendered_manifest_is_valid_for_every_supported_version(rendered, load_objects):
@@ -33,7 +33,9 @@ def test_validation_rejects_what_kubernetes_rejects(lab_render):
     assert any("imagePullPolcy" in p for p in problems), problems
     assert any("maxUnavailable" in p for p in problems), problems
     assert all(p.startswith("DaemonSet kube-system/kube-multus-ds: Kubernetes 1.26:") for p in problems)
-    assert validate_manifests([daemonset, daemonset], ["1.26"]) == ["DaemonSet kube-system/kube-multus-ds: rendered twice"]
+    assert validate_manifests([daemonset, daemonset], ["1.26"]) == [
+        "DaemonSet kube-system/kube-multus-ds: rendered twice"
+    ]
 
 
 def test_file_names_are_kind_namespace_name(rendered):
@@ -159,5 +161,7 @@ def test_mesh_daemonsets(staging_render, component):
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"]
     assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
-    expected = {"node-role.kubernetes.io/control-plane": ""} if name == "istio-dpu-controller" else {"dpumesh.io/dpu": "true"}
+    expected = (
+        {"node-role.kubernetes.io/control-plane": ""} if name == "istio-dpu-controller" else {"dpumesh.io/dpu": "true"}
+    )
     assert pod["nodeSelector"] == expected
