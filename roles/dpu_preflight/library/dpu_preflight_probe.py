@@ -4,6 +4,11 @@ against the requested configuration. Reads only; never changes the host."""
 
 from __future__ import annotations
 
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 module: dpu_preflight_probe
 short_description: Inspect a DPU host or SoC and report findings against the requested configuration
@@ -11,11 +16,14 @@ description:
   - Reads sysfs, procfs and the kernel module directory below configurable roots (tests point
     them at a fake tree) and returns one finding per check. Changes nothing.
 options:
-  kind: {description: "C(host) (Kubernetes worker with the card) or C(soc) (the card's own Linux).", type: str, required: true}
+  kind:
+    description: C(host) (Kubernetes worker with the card) or C(soc) (the card's own Linux).
+    type: str
+    required: true
   sysfs_root: {description: Where sysfs is mounted., type: path, default: /sys}
   procfs_root: {description: Where procfs is mounted., type: path, default: /proc}
   modules_root: {description: Kernel module tree (per release below it)., type: path, default: /lib/modules}
-  vf_provider: {description: "C(sriov) checks the card; C(veth) (lab) skips hardware checks.", type: str, default: sriov}
+  vf_provider: {description: C(sriov) checks the card; C(veth) (lab) skips hardware checks., type: str, default: sriov}
   model: {description: "Model entry: name, vendor, device (hex ids).", type: dict, default: {}}
   pci_address: {description: Expected PCI address of the card; empty to search., type: str, default: ""}
   pf: {description: Physical function interface name., type: str, default: ""}
@@ -25,11 +33,6 @@ options:
   min_kernel: {description: Lowest kernel release accepted (major.minor)., type: str, default: "5.4"}
   modules: {description: Kernel modules that must be available., type: list, elements: str, default: []}
 """
-
-import os
-import re
-
-from ansible.module_utils.basic import AnsibleModule
 
 
 def _read(path: str, default: str | None = None) -> str | None:
@@ -87,8 +90,9 @@ class Findings:
 
     def add(self, check: str, ok: bool | None, found: str, needed: str, fix: str = "") -> None:
         status = "n/a" if ok is None else ("ok" if ok else "FAIL")
-        self.items.append({"check": check, "status": status, "found": found, "needed": needed,
-                           "fix": "" if ok or ok is None else fix})
+        self.items.append(
+            {"check": check, "status": status, "found": found, "needed": needed, "fix": "" if ok or ok is None else fix}
+        )
 
 
 def probe(p: dict) -> dict:
@@ -99,16 +103,25 @@ def probe(p: dict) -> dict:
 
     release = _read(os.path.join(procfs, "sys", "kernel", "osrelease"), "") or os.uname().release
     facts["kernel_release"] = release
-    findings.add("kernel version", _kernel_tuple(release) >= _kernel_tuple(p["min_kernel"]), release,
-                 f">= {p['min_kernel']}", f"upgrade the kernel to {p['min_kernel']} or later")
+    findings.add(
+        "kernel version",
+        _kernel_tuple(release) >= _kernel_tuple(p["min_kernel"]),
+        release,
+        f">= {p['min_kernel']}",
+        f"upgrade the kernel to {p['min_kernel']} or later",
+    )
 
     meminfo = _meminfo(procfs)
     total_mb = meminfo.get("MemTotal", 0) // 1024
     facts["mem_total_mb"] = total_mb
     wanted = p["hugepages_mb"] + p["min_free_memory_mb"]
-    findings.add("memory for hugepages", total_mb >= wanted,
-                 f"{total_mb} MiB RAM", f"{p['hugepages_mb']} MiB hugepages + {p['min_free_memory_mb']} MiB free",
-                 f"request at most {max(total_mb - p['min_free_memory_mb'], 0)} MiB of hugepages or add memory")
+    findings.add(
+        "memory for hugepages",
+        total_mb >= wanted,
+        f"{total_mb} MiB RAM",
+        f"{p['hugepages_mb']} MiB hugepages + {p['min_free_memory_mb']} MiB free",
+        f"request at most {max(total_mb - p['min_free_memory_mb'], 0)} MiB of hugepages or add memory",
+    )
 
     flags = set()
     for line in (_read(os.path.join(procfs, "cpuinfo"), "") or "").splitlines():
@@ -116,14 +129,24 @@ def probe(p: dict) -> dict:
             flags.update(line.partition(":")[2].split())
     virt = sorted(flags & {"vmx", "svm"})
     facts["cpu_virtualization"] = virt
-    findings.add("CPU virtualization", bool(virt) if hardware else None, ",".join(virt) or "none", "vmx or svm",
-                 "enable VT-x/AMD-V in the firmware setup")
+    findings.add(
+        "CPU virtualization",
+        bool(virt) if hardware else None,
+        ",".join(virt) or "none",
+        "vmx or svm",
+        "enable VT-x/AMD-V in the firmware setup",
+    )
 
     groups_dir = os.path.join(sysfs, "kernel", "iommu_groups")
     groups = len(os.listdir(groups_dir)) if os.path.isdir(groups_dir) else 0
     facts["iommu_groups"] = groups
-    findings.add("IOMMU enabled", groups > 0 if hardware else None, f"{groups} IOMMU groups", "> 0",
-                 "enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on (dpu_host sets it)")
+    findings.add(
+        "IOMMU enabled",
+        groups > 0 if hardware else None,
+        f"{groups} IOMMU groups",
+        "> 0",
+        "enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on (dpu_host sets it)",
+    )
 
     model = p["model"]
     if hardware:
@@ -136,17 +159,31 @@ def probe(p: dict) -> dict:
         else:
             ok, found = bool(matches), ", ".join(matches) or "none"
         facts["dpu_pci_addresses"] = matches
-        findings.add(f"DPU {model.get('name', '?')} ({ids[0]}:{ids[1]})", ok, found, p["pci_address"] or "present",
-                     "check the card is seated and dpu_preflight_model / dpu_host_pci_address in the inventory")
+        findings.add(
+            f"DPU {model.get('name', '?')} ({ids[0]}:{ids[1]})",
+            ok,
+            found,
+            p["pci_address"] or "present",
+            "check the card is seated and dpu_preflight_model / dpu_host_pci_address in the inventory",
+        )
 
         pf_dev = os.path.join(sysfs, "class", "net", p["pf"], "device")
         total = _read(os.path.join(pf_dev, "sriov_totalvfs"))
         facts["pf_sriov_totalvfs"] = int(total) if total and total.isdigit() else None
-        findings.add(f"PF {p['pf']} present", os.path.isdir(pf_dev), "yes" if os.path.isdir(pf_dev) else "no",
-                     "present", "set dpu_host_pf to the card's physical function (ip -br link)")
-        findings.add("SR-IOV VFs", total is not None and int(total) >= p["num_vfs"],
-                     f"sriov_totalvfs={total if total is not None else 'missing'}", f">= {p['num_vfs']}",
-                     f"lower dpu_host_num_vfs to at most {total}" if total else "enable SR-IOV in the card firmware")
+        findings.add(
+            f"PF {p['pf']} present",
+            os.path.isdir(pf_dev),
+            "yes" if os.path.isdir(pf_dev) else "no",
+            "present",
+            "set dpu_host_pf to the card's physical function (ip -br link)",
+        )
+        findings.add(
+            "SR-IOV VFs",
+            total is not None and int(total) >= p["num_vfs"],
+            f"sriov_totalvfs={total if total is not None else 'missing'}",
+            f">= {p['num_vfs']}",
+            f"lower dpu_host_num_vfs to at most {total}" if total else "enable SR-IOV in the card firmware",
+        )
     else:
         for check in ("DPU card", "PF and SR-IOV VFs"):
             findings.add(check, None, "not checked", "veth lab" if p["kind"] == "host" else "n/a on a SoC")
@@ -154,8 +191,13 @@ def probe(p: dict) -> dict:
     modules_dir = os.path.join(p["modules_root"], release)
     for name in p["modules"]:
         ok = _module_available(name, sysfs, modules_dir)
-        findings.add(f"kernel module {name}", ok, "available" if ok else "missing", "available",
-                     f"install the package that ships {name} for kernel {release}")
+        findings.add(
+            f"kernel module {name}",
+            ok,
+            "available" if ok else "missing",
+            "available",
+            f"install the package that ships {name} for kernel {release}",
+        )
     return {"facts": facts, "findings": findings.items}
 
 
