@@ -27,6 +27,10 @@ CASES = {
         "downloads table entry 'istio_dpu_adapter': missing image tag (set 'tag' or 'digest')",
     ),
     "unknown sriov mode": ({"sriov_mode": "cni-only"}, "sriov_mode"),
+    "unknown apply mode": (
+        {"dpumesh_k8s_apply_mode": "gitops"},
+        "dpumesh_k8s_apply_mode: unknown value 'gitops'; use one of: apply, render",
+    ),
 }
 
 
