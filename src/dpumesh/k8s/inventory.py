@@ -185,70 +185,54 @@ def check_cidr_overlaps(pools: Mapping[str, str], reserved: Mapping[str, str]) -
     return problems
 
 
-def node_ippools(nodes: Sequence[Mapping], vf_cidr: str, node_prefix: int, explicit: Mapping[str, str]) -> dict:
-    """One VF address pool per DPU node, carved from ``vf_cidr`` in node-name order unless given.
+def _node_pool(node: str, subnet) -> dict:
+    """Gateway = first address (the DPU side of the VF link); pods get the rest."""
+    last = subnet.broadcast_address - 1 if subnet.version == 4 else subnet.broadcast_address
+    first_pod = subnet.network_address + 2
+    return {
+        "node": node,
+        "subnet": str(subnet),
+        "gateway": str(subnet.network_address + 1),
+        "ips": [f"{first_pod}-{last}" if last > first_pod else str(first_pod)],
+        "version": subnet.version,
+    }
 
-    The first address of each node subnet is the gateway (the DPU side of the VF link).
-    Returns ``{"pools": [...], "problems": [...]}``.
+
+def node_ippools(nodes: Sequence[Mapping], vf_cidr: str, node_prefix: int, explicit: Mapping[str, str]) -> dict:
+    """One VF address pool per DPU node: ``explicit[node]`` when given, else the next free
+    ``/node_prefix`` of ``vf_cidr`` in node-name order. Returns ``{"pools": [...], "problems": [...]}``.
     """
     problems: list[str] = []
     network = _network(vf_cidr, "spiderpool_vf_cidr", problems)
     if network is None:
         return {"pools": [], "problems": problems}
     if not network.prefixlen <= int(node_prefix) <= network.max_prefixlen - 2:
-        return {
-            "pools": [],
-            "problems": [f"spiderpool_vf_node_prefix: /{node_prefix} does not fit inside spiderpool_vf_cidr {network}"],
-        }
-    unknown = sorted(set(explicit) - {n["name"] for n in nodes})
-    problems += [
-        f"spiderpool_vf_node_subnets.{name}: not a DPU node (dpu_soc_node of a dpu_socs host)" for name in unknown
-    ]
-    free = iter(network.subnets(new_prefix=int(node_prefix)))
+        message = f"spiderpool_vf_node_prefix: /{node_prefix} does not fit inside spiderpool_vf_cidr {network}"
+        return {"pools": [], "problems": [message]}
+    node_names = {n["name"] for n in nodes}
+    pinned = {}
+    for name, cidr in sorted(explicit.items()):
+        var = f"spiderpool_vf_node_subnets.{name}"
+        subnet = _network(cidr, var, problems)
+        if name not in node_names:
+            problems.append(f"{var}: not a DPU node (dpu_soc_node of a dpu_socs host)")
+        elif subnet is not None and (subnet.version != network.version or not subnet.subnet_of(network)):
+            problems.append(f"{var}: {subnet} is not inside spiderpool_vf_cidr {network}")
+        elif subnet is not None and subnet.num_addresses < 4:
+            problems.append(f"{var}: {subnet} is too small for a gateway and pods")
+        elif subnet is not None:
+            pinned[name] = subnet
+    free = (s for s in network.subnets(new_prefix=int(node_prefix)) if not any(s.overlaps(p) for p in pinned.values()))
     pools = []
     for node in nodes:
-        name = node["name"]
-        if name in explicit:
-            subnet = _network(explicit[name], f"spiderpool_vf_node_subnets.{name}", problems)
-            if subnet is None:
-                continue
-            if not subnet.subnet_of(network):
-                problems.append(
-                    f"spiderpool_vf_node_subnets.{name}: {subnet} is not inside spiderpool_vf_cidr {network}"
-                )
-        else:
-            subnet = next(free, None)
-            while subnet is not None and any(
-                subnet.overlaps(ipaddress.ip_network(v)) for v in explicit.values() if _safe_net(v)
-            ):
-                subnet = next(free, None)
-            if subnet is None:
-                problems.append(f"spiderpool_vf_cidr: {network} has no /{node_prefix} left for node {name}")
-                continue
-        hosts = list(subnet.hosts())
-        if len(hosts) < 2:
-            problems.append(f"node {name}: VF subnet {subnet} is too small for a gateway and a pod")
+        subnet = pinned.get(node["name"]) or next(free, None)
+        if subnet is None:
+            if node["name"] not in explicit:
+                problems.append(f"spiderpool_vf_cidr: {network} has no /{node_prefix} left for node {node['name']}")
             continue
-        pools.append(
-            {
-                "node": name,
-                "subnet": str(subnet),
-                "gateway": str(hosts[0]),
-                "ips": [f"{hosts[1]}-{hosts[-1]}" if len(hosts) > 2 else str(hosts[1])],
-                "version": subnet.version,
-            }
-        )
-    names = {f"node {p['node']}": p["subnet"] for p in pools}
-    problems += check_cidr_overlaps(names, {})
+        pools.append(_node_pool(node["name"], subnet))
+    problems += check_cidr_overlaps({f"node {p['node']}": p["subnet"] for p in pools}, {})
     return {"pools": pools, "problems": problems}
-
-
-def _safe_net(value) -> bool:
-    try:
-        ipaddress.ip_network(str(value), strict=True)
-    except ValueError:
-        return False
-    return True
 
 
 def check_ports(ports: Mapping[str, object], distinct: bool = False) -> list[str]:

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 
 import yaml
 
+from dpumesh.k8s.crd_schemas import CRD_NAMES, CUSTOM_RESOURCES
+
 # Order objects are applied in: what others refer to comes first.
 _APPLY_ORDER = [
     "Namespace",
@@ -90,7 +92,6 @@ def apply_plan(manifests: Iterable[Mapping]) -> dict:
     ``crds`` lists every CRD to wait for: those rendered here and those the custom resources need.
     ``daemonsets`` gives namespace, name and node selector of each DaemonSet to wait for.
     """
-    from dpumesh.k8s.crd_schemas import CRD_NAMES, CUSTOM_RESOURCES
 
     ordered = apply_order(manifests)
     builtin = [m for m in ordered if (m["apiVersion"], m["kind"]) not in CUSTOM_RESOURCES]

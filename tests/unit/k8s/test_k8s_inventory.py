@@ -130,3 +130,17 @@ def test_ports():
         "b: 70000 is not a port number (1-65535)",
         "c: 'x' is not a port number (1-65535)",
     ]
+
+
+def test_ipv6_node_pools_do_not_enumerate_addresses():
+    result = node_ippools([{"name": "a"}, {"name": "b"}], "fd00:d0::/48", 64, {})
+    assert result["problems"] == []
+    assert result["pools"][1] == {
+        "node": "b",
+        "subnet": "fd00:d0:0:1::/64",
+        "gateway": "fd00:d0:0:1::1",
+        "ips": ["fd00:d0:0:1::2-fd00:d0:0:1:ffff:ffff:ffff:ffff"],
+        "version": 6,
+    }
+    tiny = node_ippools([{"name": "a"}], "10.250.0.0/16", 24, {"a": "10.250.0.0/31"})["problems"]
+    assert tiny == ["spiderpool_vf_node_subnets.a: 10.250.0.0/31 is too small for a gateway and pods"]
