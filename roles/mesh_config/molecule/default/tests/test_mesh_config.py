@@ -2,6 +2,7 @@
 
 import json
 
+testinfra_hosts = ["mesh-config-soc"]
 ROOT = "/etc/dpumesh/proxy"
 
 
