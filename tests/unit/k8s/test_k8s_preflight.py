@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 CASES = {
@@ -45,3 +47,34 @@ def test_bad_inventory_stops_before_anything_is_written(tmp_path, run_stages, ca
     assert message in result.stdout, result.stdout[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     assert not render_dir.exists(), "preflight failed but something was rendered"
+
+
+def test_apply_mode_with_a_missing_kubeconfig_stops_in_preflight(tmp_path, run_stages):
+    vars_ = {
+        "dpumesh_k8s_apply_mode": "apply",
+        "dpumesh_kubeconfig": str(tmp_path / "missing.kubeconfig"),
+        "dpumesh_k8s_render_dir": str(tmp_path / "unused"),
+    }
+    result = run_stages("lab", vars_, playbooks=["playbooks/mesh_components.yml"])
+    assert result.returncode != 0
+    assert f"dpumesh_kubeconfig: {tmp_path}/missing.kubeconfig does not exist on the control host" in result.stdout
+
+
+@pytest.mark.skipif(bool(shutil.which("helm")), reason="helm is installed here; the missing-helm path cannot be shown")
+def test_apply_mode_without_helm_stops_before_any_api_call(tmp_path, run_stages):
+    # A kubeconfig for a port nothing listens on: reaching the API would fail differently.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    vars_ = {
+        "dpumesh_k8s_apply_mode": "apply",
+        "dpumesh_kubeconfig": str(kubeconfig),
+        "dpumesh_k8s_render_dir": str(tmp_path / "unused"),
+    }
+    result = run_stages("lab", vars_)
+    assert result.returncode != 0
+    assert "spiderpool installs a Helm chart with kubernetes.core.helm, which needs helm 3" in result.stdout
+    assert "127.0.0.1:9" not in result.stdout, "an API call was attempted before the preflight finished"
