@@ -10,6 +10,7 @@ import yaml
 
 from dpumesh import __version__
 from dpumesh.errors import DpumeshError, InputError
+from dpumesh.lab.cli import add_lab_parser
 
 EXIT_INPUT = 2
 
@@ -96,13 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--no-validate", action="store_true", help="skip `envoy --mode validate`")
     comp.set_defaults(func=cmd_compile)
 
-    for module, attr in (("dpumesh.lab.cli", "add_lab_parser"), ("dpumesh.k8s.cli", "add_images_parser")):
-        try:
-            adder = getattr(__import__(module, fromlist=[attr]), attr)
-        except (ImportError, AttributeError):
-            continue
-        adder(sub)
+    images = sub.add_parser("images", help="list every image and chart to mirror for an air-gapped site")
+    images.add_argument("--mirror", default="", help="registry mirror that rewrites every reference")
+    images.add_argument("--format", choices=["text", "refs"], default="text", help="table, or one reference per line")
+    images.set_defaults(func=cmd_images)
+
+    add_lab_parser(sub)
     return parser
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from dpumesh.k8s import images_report
+
+    print(images_report(args.mirror, args.format), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
