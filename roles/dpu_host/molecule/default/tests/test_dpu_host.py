@@ -65,3 +65,11 @@ def test_vf_names_follow_pci_addresses(host):
     assert 'KERNELS=="0000:3b:00.2", NAME="ens1f0np0v0"' in rules[0]
     assert 'KERNELS=="0000:3b:00.7", NAME="ens1f0np0v5"' in rules[5]
     assert 'KERNELS=="0000:3b:01.1", NAME="ens1f0np0v7"' in rules[7]
+
+
+def test_vf_count_changes_went_through_the_unit(host):
+    """The side effect re-created the VFs 8 -> 12 and back, with permission to do so."""
+    journal = host.check_output("journalctl -u dpumesh-sriov-vfs --no-pager -o cat")
+    assert "ens1f0np0: 0 -> 8 VFs" in journal
+    assert "ens1f0np0: 8 -> 12 VFs" in journal
+    assert "ens1f0np0: 12 -> 8 VFs" in journal
