@@ -6,34 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from dpumesh import __version__
 from dpumesh.errors import DpumeshError, InputError
 from dpumesh.lab.cli import add_lab_parser
+from dpumesh.mesh_options import add_mesh_arguments, mesh_settings_from
 
 EXIT_INPUT = 2
-
-
-def mesh_settings_from(args: argparse.Namespace):
-    from dpumesh.compiler.settings import MeshSettings
-
-    values: dict = {}
-    if args.mesh_config:
-        try:
-            values = yaml.safe_load(Path(args.mesh_config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise DpumeshError(f"cannot read mesh settings {args.mesh_config}: {exc}") from exc
-        known = set(MeshSettings.__dataclass_fields__) - {"proxy"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DpumeshError(f"{args.mesh_config}: unknown mesh settings {unknown} (known: {sorted(known)})")
-    for key in ("trust_domain", "outbound_traffic_policy", "network_mode", "root_namespace", "cluster_domain"):
-        if getattr(args, key, None):
-            values[key] = getattr(args, key)
-    if args.strict:
-        values["strict"] = True
-    return MeshSettings(**values)
 
 
 def load(args: argparse.Namespace, service_cidr: str):
@@ -87,14 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--node", action="append", metavar="NAME", help="node to compile (repeatable)")
     which.add_argument("--all-nodes", action="store_true", help="every node that carries a DPU")
     comp.add_argument("--out", required=True, metavar="DIR", help="output directory (one subdirectory per node)")
-    comp.add_argument("--mesh-config", metavar="FILE", help="YAML of mesh settings (trust_domain, ...)")
-    comp.add_argument("--trust-domain")
-    comp.add_argument("--outbound-traffic-policy", choices=["ALLOW_ANY", "REGISTRY_ONLY"])
-    comp.add_argument("--network-mode", choices=["underlay", "overlay"])
-    comp.add_argument("--root-namespace")
-    comp.add_argument("--cluster-domain")
-    comp.add_argument("--strict", action="store_true", help="treat what Istio only warns about as errors")
-    comp.add_argument("--no-validate", action="store_true", help="skip `envoy --mode validate`")
+    add_mesh_arguments(comp)
     comp.set_defaults(func=cmd_compile)
 
     images = sub.add_parser("images", help="list every image and chart to mirror for an air-gapped site")

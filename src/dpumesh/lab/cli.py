@@ -10,6 +10,7 @@ from typing import Any
 
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths
+from dpumesh.mesh_options import add_mesh_arguments, mesh_settings_from
 
 
 def add_lab_parser(subparsers: Any) -> None:
@@ -18,14 +19,7 @@ def add_lab_parser(subparsers: Any) -> None:
 
     apply = sub.add_parser("apply", help="make the lab match a state directory (create, remove, re-place, push)")
     apply.add_argument("state_dir", nargs="?", help="directory of Kubernetes + Istio YAML (default: the last one)")
-    apply.add_argument("--mesh-config", metavar="FILE", help="YAML of mesh settings (trust_domain, network_mode, ...)")
-    apply.add_argument("--network-mode", choices=["underlay", "overlay"])
-    apply.add_argument("--trust-domain")
-    apply.add_argument("--outbound-traffic-policy", choices=["ALLOW_ANY", "REGISTRY_ONLY"])
-    apply.add_argument("--root-namespace")
-    apply.add_argument("--cluster-domain")
-    apply.add_argument("--strict", action="store_true", help="treat what Istio only warns about as errors")
-    apply.add_argument("--no-validate", action="store_true", help="skip `envoy --mode validate`")
+    add_mesh_arguments(apply)
     apply.set_defaults(func=cmd_apply)
 
     status = sub.add_parser("status", help="nodes, pods, VFs, proxy health and config versions")
@@ -60,7 +54,6 @@ def _pod_ref(text: str) -> tuple[str, str]:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from dpumesh.cli import mesh_settings_from
     from dpumesh.lab.apply import lab_apply, read_lab_state
 
     previous = read_lab_state()
