@@ -75,7 +75,8 @@ def test_fault_delay_holds_each_request(outbound_lab):
     path = f"/delay-{token()}"
     delayed = outbound_lab.call(CLIENT, RATINGS, path=path, headers={"x-case": "delay"}, count=2)
     assert [r.status for r in delayed] == [200, 200], delayed
-    assert min(r.elapsed for r in delayed) >= 1.0, [r.elapsed for r in delayed]
+    # Envoy's timers have millisecond granularity and can fire up to ~1 ms before the client's clock says 1 s.
+    assert min(r.elapsed for r in delayed) >= 0.995, [r.elapsed for r in delayed]
     assert len(outbound_lab.requests_seen("apps/ratings-0", path)) == 2
     undelayed = outbound_lab.call(CLIENT, RATINGS, path=path)
     assert undelayed[0].status == 200
