@@ -5,6 +5,19 @@ from __future__ import annotations
 from support.compiled import pod_ip
 
 FQDN = "reviews.shop.svc.cluster.local"
+# One meshed pod and one HTTP Service `api` in namespace shop, for tests that add one Istio object.
+API_POD_AND_SERVICE = """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: shop}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+"""
 
 
 def routes_for(c, pod: str, port: int = 9080, host: str = FQDN):
@@ -200,17 +213,8 @@ def test_timeout_retries_mirror_cors_and_headers(compile_dir):
 
 def test_attempts_zero_disables_retries(compile_docs):
     c = compile_docs(
-        """
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: shop}
-spec: {nodeName: node-1, containers: [{name: c, image: x}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: shop}
-spec: {ports: [{name: http, port: 80}]}
----
+        API_POD_AND_SERVICE
+        + """
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: api, namespace: shop}
@@ -250,17 +254,8 @@ def test_destination_rule_in_client_namespace_wins(compile_dir):
 
 def test_consistent_hash_sets_route_hash_policy(compile_docs):
     c = compile_docs(
-        """
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: shop}
-spec: {nodeName: node-1, containers: [{name: c, image: x}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: shop}
-spec: {ports: [{name: http, port: 80}]}
----
+        API_POD_AND_SERVICE
+        + """
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: api, namespace: shop}
