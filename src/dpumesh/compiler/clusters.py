@@ -205,11 +205,7 @@ class ClusterCatalog:
             if key in tcp:
                 thresholds[target] = self._positive(where, f"{fld}.tcp.{key}", tcp[key])
         if "connectTimeout" in tcp:
-            seconds = parse_duration(tcp["connectTimeout"])
-            if seconds is None:
-                self._error(where, f"{fld}.tcp.connectTimeout", f"{tcp['connectTimeout']!r} is not a duration")
-            else:
-                cluster["connect_timeout"] = envoy_duration(seconds)
+            self._set_duration(cluster, "connect_timeout", where, f"{fld}.tcp.connectTimeout", tcp["connectTimeout"])
         for key, target in (
             ("http1MaxPendingRequests", "max_pending_requests"),
             ("http2MaxRequests", "max_requests"),
@@ -223,11 +219,7 @@ class ClusterCatalog:
                 where, f"{fld}.http.maxRequestsPerConnection", http["maxRequestsPerConnection"]
             )
         if "idleTimeout" in http:
-            seconds = parse_duration(http["idleTimeout"])
-            if seconds is None:
-                self._error(where, f"{fld}.http.idleTimeout", f"{http['idleTimeout']!r} is not a duration")
-            else:
-                options["idle_timeout"] = envoy_duration(seconds)
+            self._set_duration(options, "idle_timeout", where, f"{fld}.http.idleTimeout", http["idleTimeout"])
         if options and is_http(protocol):
             http2 = protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE"
             cluster["typed_extension_protocol_options"] = _http_options(http2=http2, common=options)
@@ -247,11 +239,7 @@ class ClusterCatalog:
             out["enforcing_consecutive_gateway_failure"] = 100
         for key, target in (("interval", "interval"), ("baseEjectionTime", "base_ejection_time")):
             if key in od:
-                seconds = parse_duration(od[key])
-                if seconds is None:
-                    self._error(where, f"{fld}.{key}", f"{od[key]!r} is not a duration")
-                else:
-                    out[target] = envoy_duration(seconds)
+                self._set_duration(out, target, where, f"{fld}.{key}", od[key])
         if "maxEjectionPercent" in od:
             out["max_ejection_percent"] = self._positive(where, f"{fld}.maxEjectionPercent", od["maxEjectionPercent"])
         if "minHealthPercent" in od:
@@ -290,6 +278,14 @@ class ClusterCatalog:
     def _error(self, where, fld: str, message: str) -> None:
         if where:
             self.ctx.diag.error(*where, f"spec.{fld}", message)
+
+    def _set_duration(self, target: dict[str, Any], key: str, where, fld: str, value: Any) -> None:
+        """target[key] = value as an Envoy duration, or an error naming the field."""
+        seconds = parse_duration(value)
+        if seconds is None:
+            self._error(where, fld, f"{value!r} is not a duration")
+        else:
+            target[key] = envoy_duration(seconds)
 
     def _positive(self, where, fld: str, value: Any) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
