@@ -24,17 +24,22 @@ def load(args: argparse.Namespace, service_cidr: str):
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from dpumesh.bundle import validate_with_envoy, write_tree
-    from dpumesh.compiler import compile_node
+    from dpumesh.compiler import compile_node, compile_sidecar
 
     mesh = mesh_settings_from(args)
     state = load(args, mesh.service_cidr)
-    nodes = sorted(n.name for n in state.nodes.values() if n.has_dpu) if args.all_nodes else args.node
-    if not nodes:
-        raise DpumeshError("name a node with --node NAME (or use --all-nodes)")
-    bundles = [compile_node(state, mesh, node) for node in nodes]  # every node compiles before anything is written
+    if args.sidecar:
+        bundles = [compile_sidecar(state, mesh, pod) for pod in args.sidecar]
+        names = args.sidecar
+    else:
+        nodes = sorted(n.name for n in state.nodes.values() if n.has_dpu) if args.all_nodes else args.node
+        bundles = [compile_node(state, mesh, node) for node in nodes]  # every node compiles before anything is written
+        if not nodes:
+            raise DpumeshError("the cluster state has no node labelled dpumesh.io/dpu=true")
+        names = [b.node for b in bundles]
     out = Path(args.out)
-    for bundle in bundles:
-        target = out / bundle.node if len(bundles) > 1 or args.all_nodes else out
+    for name, bundle in zip(names, bundles, strict=True):
+        target = out / name if len(bundles) > 1 or args.all_nodes else out
 
         def check(staged: Path) -> None:
             if not args.no_validate:
@@ -45,7 +50,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         state_word = "written" if changed else "unchanged"
         print(
-            f"{bundle.node}: version {bundle.version} {state_word} in {target} "
+            f"{name}: version {bundle.version} {state_word} in {target} "
             f"({bundle.stats['local_pods']} pods, {bundle.stats['classes']} classes, "
             f"{bundle.stats['filter_chains']} filter chains, {bundle.stats['clusters']} clusters)"
         )
@@ -64,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     which = comp.add_mutually_exclusive_group(required=True)
     which.add_argument("--node", action="append", metavar="NAME", help="node to compile (repeatable)")
     which.add_argument("--all-nodes", action="store_true", help="every node that carries a DPU")
+    which.add_argument(
+        "--sidecar",
+        action="append",
+        metavar="NS/POD",
+        help="the config that pod's own Istio sidecar would need (a baseline to compare with; repeatable)",
+    )
     comp.add_argument("--out", required=True, metavar="DIR", help="output directory (one subdirectory per node)")
     add_mesh_arguments(comp)
     comp.set_defaults(func=cmd_compile)

@@ -53,7 +53,7 @@ def _dump(data: Any) -> bytes:
     return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=120).encode()
 
 
-def prepare(state: ClusterState, mesh: MeshSettings, node: str) -> CompileContext:
+def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> CompileContext:
     """Validate everything node-independent; raise InputError listing every problem."""
     mesh.validate()
     if node not in state.nodes:
@@ -63,7 +63,7 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str) -> CompileContex
     if not state.nodes[node].has_dpu:
         raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
     diag = Diagnostics()
-    ctx = CompileContext(state, mesh, node, diag, ServiceRegistry(state, mesh.cluster_domain, diag))
+    ctx = CompileContext(state, mesh, node, diag, ServiceRegistry(state, mesh.cluster_domain, diag), only_pod=only_pod)
     catalog = ClusterCatalog(ctx)
     for vs in state.of_kind("VirtualService"):
         validate_virtual_service(ctx, vs)
@@ -76,8 +76,21 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str) -> CompileContex
     return ctx
 
 
-def compile_node(state: ClusterState, mesh: MeshSettings, node: str) -> NodeBundle:
-    ctx = prepare(state, mesh, node)
+def compile_sidecar(state: ClusterState, mesh: MeshSettings, pod_key: str) -> NodeBundle:
+    """The config one pod's own sidecar would need, from the same compiler: the baseline of the benchmarks.
+
+    The proxy serves that pod alone (its outbound view, its inbound ports), as an Istio sidecar does.
+    """
+    pod = next((p for p in state.pods if p.meta.key == pod_key), None)
+    if pod is None:
+        raise DpumeshError(f"pod {pod_key!r} is not in the cluster state")
+    if not pod.meshed:
+        raise DpumeshError(f"pod {pod_key!r} is not in the mesh: it has no sidecar to compare with")
+    return compile_node(state, mesh, pod.node, only_pod=pod_key)
+
+
+def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> NodeBundle:
+    ctx = prepare(state, mesh, node, only_pod)
     ctx.diag.raise_if_errors()
     catalog = ClusterCatalog(ctx)
     classes = build_classes(ctx)
@@ -119,4 +132,4 @@ def _strip_type(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k != "@type"}
 
 
-__all__ = ["MeshSettings", "NodeBundle", "ProxyLayout", "compile_node", "prepare"]
+__all__ = ["MeshSettings", "NodeBundle", "ProxyLayout", "compile_node", "compile_sidecar", "prepare"]

@@ -32,14 +32,16 @@ class CompileContext:
     diag: Diagnostics
     registry: ServiceRegistry
     parity: dict[str, list[ParityEntry]] = field(default_factory=dict)
+    only_pod: str = ""  # "ns/name": compile the sidecar-equivalent config of that one pod
+    local_pods: list[Pod] = field(init=False)
+    local_meshed_pods: list[Pod] = field(init=False)
 
-    @property
-    def local_pods(self) -> list[Pod]:
-        return [p for p in self.state.pods if p.node == self.node]
-
-    @property
-    def local_meshed_pods(self) -> list[Pod]:
-        return [p for p in self.local_pods if p.meshed]
+    def __post_init__(self) -> None:
+        if self.only_pod:
+            self.local_pods = [p for p in self.state.pods if p.meta.key == self.only_pod]
+        else:
+            self.local_pods = [p for p in self.state.pods if p.node == self.node]
+        self.local_meshed_pods = [p for p in self.local_pods if p.meshed]
 
     def note(self, pods: list[Pod], feature: str, status: str, detail: str = "") -> None:
         for pod in pods:
