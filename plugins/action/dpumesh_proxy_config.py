@@ -43,9 +43,25 @@ def _archive(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _health_args(health: dict) -> dict:
+    """The dpumesh_activate options of the post-swap health check (see its documentation)."""
+    unknown = sorted(set(health) - {"enabled", "admin_url", "netns", "probe_command", "timeout"})
+    if unknown:
+        raise AnsibleActionFail(f"dpumesh_proxy_config: health has unknown keys {unknown}")
+    out = {"health_check": bool(health.get("enabled", False))}
+    for key, option in (("admin_url", "admin_url"), ("netns", "netns"), ("probe_command", "probe_command")):
+        if health.get(key):
+            out[option] = health[key]
+    if health.get("timeout"):
+        out["health_timeout"] = float(health["timeout"])
+    return out
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(("node", "state_dir", "kubeconfig", "mesh", "root", "cert_dir", "keep", "validate_command"))
+    _VALID_ARGS = frozenset(
+        ("node", "state_dir", "kubeconfig", "mesh", "root", "cert_dir", "keep", "validate_command", "health")
+    )
 
     def run(self, tmp=None, task_vars=None):
         from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node
@@ -59,6 +75,7 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail(f"dpumesh_proxy_config: '{required}' is required")
         if bool(args.get("state_dir")) == bool(args.get("kubeconfig")):
             raise AnsibleActionFail("dpumesh_proxy_config: give exactly one of state_dir or kubeconfig")
+        health = _health_args(args.get("health") or {})
         try:
             root = args["root"]
             layout = ProxyLayout(
@@ -96,6 +113,7 @@ class ActionModule(ActionBase):
                 "version": bundle.version,
                 "keep": args.get("keep", 5),
                 "validate_command": args.get("validate_command") or [],
+                **health,
             }
             activated = self._execute_module("dpumesh_activate", module_args=module_args, task_vars=task_vars)
         finally:
@@ -103,7 +121,8 @@ class ActionModule(ActionBase):
             self._remove_tmp_path(tmp_dir)
         if activated.get("failed"):
             reason = activated.get("msg") or activated.get("module_stderr") or activated.get("module_stdout")
-            result.update(failed=True, msg=f"activating on the target failed: {reason}")
+            result.update(failed=True, msg=f"node {args['node']}: activating on the target failed: {reason}")
+            result.update(changed=activated.get("changed", False), rolled_back=activated.get("rolled_back", False))
             return result
         result.update(changed=activated.get("changed", False), current=activated.get("current"))
         return result

@@ -35,6 +35,30 @@ options:
     type: list
     elements: str
     default: []
+  health_check:
+    description:
+      - After the swap, wait until the proxy's admin C(/ready) says LIVE and its LDS and CDS report O(version),
+        then run O(probe_command). When that does not happen within O(health_timeout) seconds, C(current) goes
+        back to the version before, the new version is removed and the task fails with the reason.
+    type: bool
+    default: false
+  admin_url:
+    description: The proxy's admin address on the target.
+    type: str
+    default: http://127.0.0.1:15000
+  netns:
+    description: Network namespace the proxy runs in (the lab's emulated SoCs); empty for the host's own.
+    type: str
+    default: ""
+  probe_command:
+    description: A request through the proxy, run on the target after the swap; a non-zero exit is unhealthy.
+    type: list
+    elements: str
+    default: []
+  health_timeout:
+    description: Seconds the proxy has to serve the new version.
+    type: float
+    default: 15
   state:
     description: C(present) activates O(version); C(rollback) returns to the previous version.
     type: str
@@ -66,6 +90,10 @@ previous:
   description: The version C(current) pointed at before the task.
   returned: always
   type: str
+rolled_back:
+  description: Whether the new version failed its health check and C(current) went back.
+  returned: always
+  type: bool
 """
 
 import os
@@ -73,7 +101,7 @@ import tarfile
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dpumesh_activate import activate, current_version, rollback
+from ansible.module_utils.dpumesh_activate import activate, current_version, proxy_health, rollback
 
 
 def main() -> None:
@@ -84,6 +112,11 @@ def main() -> None:
             "version": {"type": "str"},
             "keep": {"type": "int", "default": 5},
             "validate_command": {"type": "list", "elements": "str", "default": []},
+            "health_check": {"type": "bool", "default": False},
+            "admin_url": {"type": "str", "default": "http://127.0.0.1:15000"},
+            "netns": {"type": "str", "default": ""},
+            "probe_command": {"type": "list", "elements": "str", "default": []},
+            "health_timeout": {"type": "float", "default": 15.0},
             "state": {"type": "str", "choices": ["present", "rollback"], "default": "present"},
         },
         required_if=[("state", "present", ("archive", "version"))],
@@ -109,10 +142,24 @@ def main() -> None:
             if unsafe:
                 module.fail_json(msg=f"archive holds unsafe entries: {unsafe}")
             archive.extractall(staged, members=members)
-        result = activate(root, staged, p["version"], p["keep"], p["validate_command"] or None)
+        result = activate(root, staged, p["version"], p["keep"], p["validate_command"] or None, _health(p))
     if result["error"]:
-        module.fail_json(msg=f"version {p['version']} refused: {result['error']}", current=result["current"])
-    module.exit_json(changed=result["changed"], current=result["current"], previous=result["previous"])
+        module.fail_json(
+            msg=f"version {p['version']} refused: {result['error']}",
+            changed=result["changed"],
+            current=result["current"],
+            rolled_back=result["rolled_back"],
+        )
+    module.exit_json(
+        changed=result["changed"], current=result["current"], previous=result["previous"], rolled_back=False
+    )
+
+
+def _health(p: dict):
+    if not p["health_check"]:
+        return None
+    probe = p["probe_command"] or None
+    return lambda version: proxy_health(version, p["admin_url"], p["netns"] or None, probe, p["health_timeout"])
 
 
 if __name__ == "__main__":

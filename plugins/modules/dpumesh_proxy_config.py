@@ -41,6 +41,12 @@ options:
     description: Command run on the staged version on the target; C({staged}) is replaced by its path.
     type: list
     elements: str
+  health:
+    description:
+      - The health check after the swap (see M(dpumesh_activate)); a failing version is rolled back and the
+        task fails for this node only, naming the reason.
+      - Keys C(enabled) (bool), C(admin_url), C(netns), C(probe_command) (list) and C(timeout) (seconds).
+    type: dict
 author: dpumesh maintainers
 """
 

@@ -6,6 +6,11 @@ Layout under a root (e.g. /etc/dpumesh/proxy on a DPU SoC):
     current -> versions/<v>  swapped with rename(2): readers see the old or the new tree, never a mix
     previous -> versions/<v> the last known-good version, for rollback
 
+After the swap a health check (see `proxy_health`) must pass: the proxy is
+ready, serves the new version in both LDS and CDS, and a probe request goes
+through it. When it does not, `current` goes back to the version before and
+the refused version is removed, so the next run tries it again.
+
 Standard library only: this file is also the Ansible module_utils the
 dpumesh_activate module runs on the target hosts.
 """
@@ -15,8 +20,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
 
 VERSIONS = "versions"
+HealthCheck = Callable[[str], "str | None"]  # version -> why it is not healthy, or None
 
 
 def current_version(root: str) -> str | None:
@@ -40,14 +50,11 @@ def _versions_by_age(root: str) -> list[str]:
     return sorted(names, key=lambda n: os.stat(os.path.join(base, n)).st_mtime)
 
 
-def validate(staged: str, command: list[str] | None) -> str | None:
-    """Run `command` (with {staged} substituted) on the staged tree; the error text, or None."""
-    if not command:
-        return None
-    argv = [part.replace("{staged}", staged) for part in command]
+def run_command(argv: list[str], timeout: float = 300) -> str | None:
+    """Run `argv`; the tail of its output when it fails, or None."""
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-    except OSError as exc:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run {argv[0]}: {exc}"
     if result.returncode != 0:
         lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
@@ -55,21 +62,104 @@ def validate(staged: str, command: list[str] | None) -> str | None:
     return None
 
 
-def activate(root: str, staged: str, version: str, keep: int = 5, check: list[str] | None = None) -> dict:
-    """Make the staged tree version `version` and point `current` at it.
+def validate(staged: str, command: list[str] | None) -> str | None:
+    """Run `command` (with {staged} substituted) on the staged tree; the error text, or None."""
+    if not command:
+        return None
+    return run_command([part.replace("{staged}", staged) for part in command])
 
-    Returns {"changed", "current", "previous", "error"}; on a validation error nothing moves.
+
+# -- health of the proxy after a swap ----------------------------------------------------------
+_FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())"
+
+
+def fetch(url: str, netns: str | None = None) -> str:
+    """GET `url`, from inside network namespace `netns` when given; OSError when it cannot."""
+    if netns is None:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.read().decode()
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-c", _FETCH, url]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise OSError(f"{url}: no answer in 5 s") from exc
+    if done.returncode != 0:
+        raise OSError(f"{url}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
+    return done.stdout
+
+
+def served_versions(stats: str) -> dict[str, str]:
+    """LDS and CDS versions Envoy accepted, from its `/stats?filter=version_text` text ("" when unknown)."""
+    found = {"lds": "", "cds": ""}
+    for line in stats.splitlines():
+        name, _, value = line.partition(": ")
+        for kind in found:
+            if name.endswith(f"{kind}.version_text"):
+                found[kind] = value.strip().strip('"')
+    return found
+
+
+def proxy_health(
+    version: str,
+    admin_url: str = "http://127.0.0.1:15000",
+    netns: str | None = None,
+    probe: list[str] | None = None,
+    timeout: float = 15.0,
+) -> str | None:
+    """Why the proxy is not healthy on `version` within `timeout`, or None.
+
+    Healthy: admin /ready says LIVE, LDS and CDS both report `version`, and the
+    probe command (a request through the proxy) succeeds.
+    """
+    deadline = time.monotonic() + timeout
+    state = "not asked yet"
+    while True:
+        try:
+            ready = fetch(f"{admin_url}/ready", netns).strip()
+            served = served_versions(fetch(f"{admin_url}/stats?filter=version_text", netns))
+            state = f"ready={ready}, lds={served['lds'] or '-'}, cds={served['cds'] or '-'}"
+            if ready == "LIVE" and served == {"lds": version, "cds": version}:
+                break
+        except OSError as exc:
+            state = f"admin unreachable ({exc})"
+        if time.monotonic() > deadline:
+            return f"the proxy does not serve version {version} after {timeout:.0f} s ({state})"
+        time.sleep(0.2)
+    while probe:
+        problem = run_command(probe, timeout=10)
+        if problem is None:
+            break
+        if time.monotonic() > deadline:
+            return f"the probe request through the proxy fails: {problem}"
+        time.sleep(0.2)
+    return None
+
+
+# -- versions ---------------------------------------------------------------------------------
+def activate(
+    root: str,
+    staged: str,
+    version: str,
+    keep: int = 5,
+    check: list[str] | None = None,
+    health: HealthCheck | None = None,
+) -> dict:
+    """Make the staged tree version `version`, point `current` at it, and check the proxy's health.
+
+    Returns {"changed", "current", "previous", "error", "rolled_back"}; on a validation error nothing
+    moves; when `health` finds a problem `current` goes back to the version before.
     """
     os.makedirs(os.path.join(root, VERSIONS), exist_ok=True)
     before = current_version(root)
     target = os.path.join(root, VERSIONS, version)
+    unchanged = {"changed": False, "current": before, "previous": before, "error": None, "rolled_back": False}
     if before == version and os.path.isdir(target):
         shutil.rmtree(staged, ignore_errors=True)
-        return {"changed": False, "current": version, "previous": before, "error": None}
+        return unchanged
     error = validate(staged, check)
     if error:
         shutil.rmtree(staged, ignore_errors=True)
-        return {"changed": False, "current": before, "previous": before, "error": error}
+        return {**unchanged, "error": error}
     if os.path.isdir(target):
         shutil.rmtree(staged, ignore_errors=True)  # a version id names its content: the old copy is identical
     else:
@@ -77,8 +167,28 @@ def activate(root: str, staged: str, version: str, keep: int = 5, check: list[st
     if before is not None:
         _point(root, "previous", before)
     _point(root, "current", version)
+    problem = health(version) if health else None
+    if problem:
+        return _refuse_after_swap(root, version, before, problem, health)
     prune(root, keep)
-    return {"changed": True, "current": version, "previous": before, "error": None}
+    return {"changed": True, "current": version, "previous": before, "error": None, "rolled_back": False}
+
+
+def _refuse_after_swap(root: str, version: str, before: str | None, problem: str, health: HealthCheck) -> dict:
+    """Put `before` back as current, drop `version`, and say why."""
+    error = f"version {version} failed its health check: {problem}"
+    if before is None:
+        return {"changed": True, "current": version, "previous": None, "error": error, "rolled_back": False}
+    _point(root, "current", before)
+    shutil.rmtree(os.path.join(root, VERSIONS, version), ignore_errors=True)
+    older = [v for v in _versions_by_age(root) if v != before]
+    if older:
+        _point(root, "previous", older[-1])
+    elif os.path.islink(os.path.join(root, "previous")):
+        os.unlink(os.path.join(root, "previous"))
+    again = health(before)
+    error += f"; rolled back to {before}" + (f", which is not healthy either: {again}" if again else "")
+    return {"changed": True, "current": before, "previous": before, "error": error, "rolled_back": True}
 
 
 def rollback(root: str) -> dict:
@@ -86,12 +196,13 @@ def rollback(root: str) -> dict:
     before = current_version(root)
     link = os.path.join(root, "previous")
     if not os.path.islink(link):
-        return {"changed": False, "current": before, "previous": None, "error": "no previous version to roll back to"}
+        error = "no previous version to roll back to"
+        return {"changed": False, "current": before, "previous": None, "error": error, "rolled_back": False}
     previous = os.path.basename(os.readlink(link))
     _point(root, "current", previous)
     if before is not None:
         _point(root, "previous", before)
-    return {"changed": True, "current": previous, "previous": before, "error": None}
+    return {"changed": True, "current": previous, "previous": before, "error": None, "rolled_back": True}
 
 
 def prune(root: str, keep: int) -> list[str]:
