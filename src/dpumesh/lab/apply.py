@@ -12,11 +12,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dpumesh.activate import current_version, run_command
+from dpumesh.bundle import validation_bootstrap
 from dpumesh.compiler import NodeBundle, compile_node
 from dpumesh.compiler.settings import MeshSettings
 from dpumesh.dataplane.commands import run
@@ -26,7 +31,8 @@ from dpumesh.dataplane.model import parse_steering
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import hardware, paths, proxy, supervisor
 from dpumesh.lab.plan import LabPlan, PodPlan, build_plan
-from dpumesh.lab.preflight import check_ports_free, check_root, listening_ports, preflight
+from dpumesh.lab.preflight import check_ports_free, check_root, envoy_path, listening_ports, preflight
+from dpumesh.rejection import rejected_fields
 from dpumesh.state import load_state
 
 
@@ -73,30 +79,32 @@ def compile_lab(state_dir: str | Path, mesh: MeshSettings) -> tuple[LabPlan, dic
     return build_plan(state, steering, mesh.network_mode, mesh.cluster_domain), bundles, state
 
 
-def _validate_bundles(bundles: dict[str, NodeBundle], mesh: MeshSettings) -> None:
-    """`envoy --mode validate` on each node's config before anything is pushed."""
-    import tempfile
-
-    from dpumesh.bundle import validate_with_envoy
-
+def _validate_bundles(bundles: dict[str, NodeBundle], mesh: MeshSettings, envoy: str, state: Any) -> None:
+    """`envoy --mode validate` with the binary the nodes will run, on each config, before anything is pushed."""
     for node, bundle in bundles.items():
         with tempfile.TemporaryDirectory(prefix="dpumesh-lab-validate-") as staged:
             for rel, data in bundle.files.items():
                 (Path(staged) / rel).parent.mkdir(parents=True, exist_ok=True)
                 (Path(staged) / rel).write_bytes(data)
-            try:
-                validate_with_envoy(Path(staged), node_settings(mesh, node).proxy.config_dir)
-            except DpumeshError as exc:
-                raise DpumeshError(f"node {node}: {exc}") from exc
+            boot = validation_bootstrap(Path(staged), node_settings(mesh, node).proxy.config_dir)
+            (Path(staged) / "validate.yaml").write_text(yaml.safe_dump(boot))
+            problem = run_command([envoy, "--mode", "validate", "-c", f"{staged}/validate.yaml", "-l", "critical"])
+        if problem:
+            fields = rejected_fields(state, problem) or ["(no field of the cluster state holds the refused value)"]
+            where = "".join(f"\n  {f}" for f in fields)
+            raise DpumeshError(f"node {node}: Envoy refused the config, nothing was changed: {problem}{where}")
 
 
-def lab_apply(state_dir: str | Path, mesh: MeshSettings, validate: bool = True) -> ApplyResult:
+def lab_apply(
+    state_dir: str | Path, mesh: MeshSettings, validate: bool = True, envoy: str | None = None
+) -> ApplyResult:
     preflight(mesh.network_mode)
+    old = read_lab_state()
+    envoy = envoy or old.get("envoy") or envoy_path()
     plan, bundles, state = compile_lab(state_dir, mesh)
     if validate:
-        _validate_bundles(bundles, mesh)
+        _validate_bundles(bundles, mesh, envoy, state)
     result = ApplyResult()
-    old = read_lab_state()
     programs = supervisor.program_status()
     _check_proxy_ports(plan, mesh, programs)
 
@@ -122,33 +130,84 @@ def lab_apply(state_dir: str | Path, mesh: MeshSettings, validate: bool = True) 
     for node in plan.nodes:
         identities = sorted({(p.namespace, p.service_account) for p in state.pods if p.node == node.name and p.meshed})
         result.changes += proxy.write_certs(node.name, mesh.trust_domain, identities)
-        result.changes += [f"{node.name}: {c}" for c in proxy.write_proxy_files(node.name, bundles[node.name])]
 
-    wanted_programs = {f"envoy-{n.name}": proxy.envoy_program(n.name, mesh.proxy.admin_port) for n in plan.nodes}
+    # Workloads first (a node's probe request needs them), keeping the proxies of the nodes that stay.
+    proxies = {proxy.program_name(n.name) for n in plan.nodes}
+    wanted_programs = {name: spec for name, spec in supervisor.current_programs().items() if name in proxies}
     wanted_programs |= {_echo_name(p): _echo_program(p) for p in plan.pods}
-    if wanted_programs != supervisor.current_programs():
+    if {n: s for n, s in supervisor.current_programs().items() if n not in proxies} != {
+        n: s for n, s in wanted_programs.items() if n not in proxies
+    }:
         result.changes.append("updated supervised programs")
     supervisor.ensure_supervisor()
     supervisor.set_programs(wanted_programs)
+    supervisor.wait_for_programs({_echo_name(p) for p in plan.pods})
+    _wait_for_workloads(plan.pods)
+
+    failures = []
+    records = {}
+    for node in plan.nodes:
+        rollout = _NodeRollout(node.name, bundles[node.name], mesh.proxy.admin_port, plan.pods)
+        running = old.get("nodes", {}).get(node.name, {}).get("envoy", envoy)
+        problem, runs = rollout.run(running, envoy, result.changes)
+        if problem:
+            failures.append(problem)
+        version = current_version(str(paths.proxy_dir(node.name))) or ""
+        records[node.name] = {"netns": node.netns, "fabric_ip": node.fabric_ip, "version": version, "envoy": runs}
+        result.versions[node.name] = version
     _save_lab_state(
         {
             "state_dir": str(Path(state_dir).resolve()),
             "network_mode": plan.network_mode,
-            "nodes": {n.name: _node_record(n, bundles[n.name]) for n in plan.nodes},
+            "nodes": records,
             "pods": {p.key: p.hardware for p in plan.pods},
             "admin_port": mesh.proxy.admin_port,
+            "envoy": envoy,
         }
     )
-    supervisor.wait_for_programs(set(wanted_programs))
-    for node in plan.nodes:
-        proxy.wait_for_version(node.name, mesh.proxy.admin_port, bundles[node.name].version)
-        result.versions[node.name] = bundles[node.name].version
-    _wait_for_workloads(plan.pods)
+    if failures:
+        raise DpumeshError("\n".join(failures))
     return result
 
 
-def _node_record(node: Any, bundle: NodeBundle) -> dict[str, str]:
-    return {"netns": node.netns, "fabric_ip": node.fabric_ip, "version": bundle.version}
+@dataclass
+class _NodeRollout:
+    node: str
+    bundle: NodeBundle
+    admin_port: int
+    pods: list[PodPlan]
+
+    def health(self, envoy: str):
+        probe = proxy.probe_command(self.node, self.pods, self.bundle)
+        return proxy.envoy_health(self.node, self.admin_port, envoy, probe)
+
+    def run(self, running: str, envoy: str, changes: list[str]) -> tuple[str | None, str]:
+        """Activate the config on the Envoy the node runs, then move it to `envoy` if that differs.
+
+        Returns why the node failed (its proxy is back on what it served before) and the binary it runs.
+        """
+        node, version = self.node, self.bundle.version
+        spec_before = supervisor.current_programs().get(proxy.program_name(node))
+        outcome = proxy.activate_config(node, self.bundle, self.health(running))
+        if outcome["error"]:
+            return f"node {node}: {outcome['error']}", running
+        if outcome["changed"]:
+            changes.append(f"{node}: activated config {version}")
+        elif spec_before != proxy.envoy_program(node, self.admin_port, running):
+            problem = self.health(running)(version)
+            if problem:
+                return f"node {node}: dpu-proxy not healthy: {problem}", running
+            changes.append(f"{node}: restarted dpu-proxy")
+        if envoy == running:
+            return None, running
+        # Side by side: the new binary starts next to the old one (hot restart) and takes over its sockets.
+        problem = self.health(envoy)(version)
+        if problem is None:
+            changes.append(f"{node}: dpu-proxy moved to {envoy}")
+            return None, envoy
+        again = self.health(running)(version)
+        back = f"back on {running}" + (f", which is not healthy either: {again}" if again else "")
+        return f"node {node}: the new dpu-proxy {envoy} is not healthy ({problem}); {back}", running
 
 
 def _check_proxy_ports(plan: LabPlan, mesh: MeshSettings, programs: dict[str, Any]) -> None:
@@ -156,7 +215,7 @@ def _check_proxy_ports(plan: LabPlan, mesh: MeshSettings, programs: dict[str, An
     layout = mesh.proxy
     existing = hardware.existing_netns()
     for node in plan.nodes:
-        if node.netns not in existing or programs.get(f"envoy-{node.name}", {}).get("state") == "running":
+        if node.netns not in existing or programs.get(proxy.program_name(node.name), {}).get("state") == "running":
             continue
         ports = [layout.outbound_port, layout.inbound_port, layout.admin_port]
         check_ports_free(node.netns, ports, f"dpu-proxy of {node.name}")

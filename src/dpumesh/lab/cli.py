@@ -20,6 +20,12 @@ def add_lab_parser(subparsers: Any) -> None:
     apply = sub.add_parser("apply", help="make the lab match a state directory (create, remove, re-place, push)")
     apply.add_argument("state_dir", nargs="?", help="directory of Kubernetes + Istio YAML (default: the last one)")
     add_mesh_arguments(apply)
+    apply.add_argument(
+        "--envoy",
+        metavar="PATH",
+        help="Envoy binary for the dpu-proxies (default: the one they run, else the venv's); a new one takes over "
+        "side by side, with hot restart",
+    )
     apply.set_defaults(func=cmd_apply)
 
     status = sub.add_parser("status", help="nodes, pods, VFs, proxy health and config versions")
@@ -64,7 +70,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         args.network_mode = previous["network_mode"]
     mesh = mesh_settings_from(args)
     started = time.monotonic()
-    result = lab_apply(state_dir, mesh, validate=not args.no_validate)
+    envoy = os.path.abspath(args.envoy) if args.envoy else None
+    result = lab_apply(state_dir, mesh, validate=not args.no_validate, envoy=envoy)
     for change in result.changes:
         print(f"changed: {change}")
     versions = ", ".join(f"{node} {version}" for node, version in sorted(result.versions.items()))

@@ -1,20 +1,30 @@
-"""dpu-proxy in the lab: the node's compiled files, workload certificates and the Envoy program."""
+"""dpu-proxy in the lab: the node's compiled files, workload certificates and the Envoy program.
+
+A node's config goes live through the SoC's activation path (`dpumesh.activate`):
+staged, swapped with one rename, then health-checked through the supervisor's
+Envoy; an unhealthy version is rolled back. Envoy runs with hot restart, so a
+new bootstrap or Envoy binary replaces the process without closing its
+listening sockets.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
-import time
 from pathlib import Path
 
-from dpumesh.activate import activate
+import yaml
+
+from dpumesh.activate import HealthCheck, activate, proxy_health
+from dpumesh.activate import served_versions as parse_served_versions
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import NodeBundle
 from dpumesh.dataplane.commands import run
 from dpumesh.errors import DpumeshError
-from dpumesh.lab import paths
-from dpumesh.lab.preflight import envoy_path
+from dpumesh.lab import paths, supervisor
+from dpumesh.lab.plan import PodPlan
+
+HEALTH_TIMEOUT = 30.0
 
 
 def ca_dir() -> Path:
@@ -26,35 +36,47 @@ def write_certs(node: str, trust_domain: str, identities: list[tuple[str, str]])
     return ensure_workload_certs(paths.cert_dir(node), ca, trust_domain, identities)
 
 
-def write_proxy_files(node: str, bundle: NodeBundle) -> list[str]:
-    """Stage the bundle next to the node's versions and swap `current` to it (the SoC's activation path)."""
+def activate_config(node: str, bundle: NodeBundle, health: HealthCheck) -> dict:
+    """Stage the bundle next to the node's versions, swap `current` to it and check the proxy serves it."""
     root = paths.proxy_dir(node)
     root.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".staged-", dir=root))
     for rel, data in bundle.files.items():
         (staged / rel).parent.mkdir(parents=True, exist_ok=True)
         (staged / rel).write_bytes(data)
-    outcome = activate(str(root), str(staged), bundle.version)
-    if outcome["error"]:
-        raise DpumeshError(f"node {node}: config {bundle.version} not activated: {outcome['error']}")
-    return [f"activated config {bundle.version}"] if outcome["changed"] else []
+    return activate(str(root), str(staged), bundle.version, health=health)
 
 
 def bootstrap_path(node: str) -> Path:
     return paths.proxy_dir(node) / "current" / "envoy" / "bootstrap.yaml"
 
 
-def envoy_program(node: str, admin_port: int) -> dict:
-    """The supervisor spec of a node's Envoy; a new bootstrap or DPU namespace changes it (restart)."""
+def program_name(node: str) -> str:
+    return f"envoy-{node}"
+
+
+def base_id(node: str) -> int:
+    """Envoy's hot-restart id (shared memory and socket names): one per lab node, stable across applies."""
+    return 40000 + int(hashlib.sha256(paths.dpu_netns(node).encode()).hexdigest()[:6], 16) % 20000
+
+
+def envoy_program(node: str, admin_port: int, envoy: str) -> dict:
+    """The supervisor spec of a node's Envoy.
+
+    A new bootstrap or binary hot-restarts it; a re-created DPU namespace restarts it.
+    """
     bootstrap = bootstrap_path(node)
     netns = paths.dpu_netns(node)
-    incarnation = hashlib.sha256(bootstrap.read_bytes()).hexdigest()[:16] + f"/{_netns_inode(netns)}"
-    argv = ["ip", "netns", "exec", netns, envoy_path(), "-c", str(bootstrap), "--disable-hot-restart"]
+    namespace = f"{netns}/{_netns_inode(netns)}"
+    argv = ["ip", "netns", "exec", netns, envoy, "-c", str(bootstrap)]
+    argv += ["--base-id", str(base_id(node)), "--restart-epoch", "{epoch}"]
     argv += ["--log-level", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2"]
+    incarnation = hashlib.sha256(bootstrap.read_bytes()).hexdigest()[:16] + f"/{namespace}"
     return {
         "argv": argv,
         "log": str(paths.logs_dir() / f"envoy-{node}.log"),
         "env": {"DPUMESH_INCARNATION": incarnation, "DPUMESH_ADMIN_PORT": str(admin_port)},
+        "hot_restart": namespace,
     }
 
 
@@ -65,6 +87,51 @@ def _netns_inode(netns: str) -> int:
         return 0
 
 
+def run_envoy(node: str, admin_port: int, envoy: str) -> None:
+    """Have the supervisor run this node's Envoy on the current bootstrap and binary; wait until it does."""
+    programs = supervisor.current_programs()
+    programs[program_name(node)] = envoy_program(node, admin_port, envoy)
+    supervisor.set_programs(programs)
+    supervisor.wait_for_programs({program_name(node)}, timeout=HEALTH_TIMEOUT)
+
+
+def envoy_health(node: str, admin_port: int, envoy: str, probe: list[str] | None) -> HealthCheck:
+    """The lab's health check of a node: Envoy on the current files, /ready, both versions, the probe."""
+
+    def check(version: str) -> str | None:
+        try:
+            run_envoy(node, admin_port, envoy)
+        except DpumeshError as exc:
+            return f"{exc} (see {paths.logs_dir() / f'envoy-{node}.log'})"
+        admin = f"http://127.0.0.1:{admin_port}"
+        return proxy_health(version, admin, paths.dpu_netns(node), probe, HEALTH_TIMEOUT)
+
+    return check
+
+
+def probe_command(node: str, pods: list[PodPlan], bundle: NodeBundle) -> list[str] | None:
+    """A request through this node's proxy only: a meshed local pod calls another one that takes plaintext.
+
+    The call goes client VF -> outbound listener -> inbound listener -> server VF, all on this node, so one
+    node's probe does not depend on another node's proxy. None when the node has no such pair of pods.
+    """
+    chains = {
+        fc["name"]
+        for listener in yaml.safe_load(bundle.files["envoy/lds.yaml"])["resources"]
+        for fc in listener.get("filter_chains", [])
+    }
+    local = [p for p in pods if p.node == node and p.meshed]
+    for server in sorted((p for p in local if p.http_ports and not p.upstreams), key=lambda p: p.key):
+        port = server.http_ports[0]
+        if f"inbound|{server.ip}|{port}|plaintext" not in chains:
+            continue
+        client = next((p for p in sorted(local, key=lambda p: p.key) if p is not server), None)
+        if client is not None:
+            url = f"http://{server.ip}:{port}/dpumesh-probe"
+            return ["ip", "netns", "exec", client.netns, "curl", "-sf", "-m", "2", "-o", "/dev/null", url]
+    return None
+
+
 def admin_get(node: str, admin_port: int, path: str) -> str:
     return run(["curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{admin_port}{path}"], paths.dpu_netns(node))
 
@@ -72,16 +139,9 @@ def admin_get(node: str, admin_port: int, path: str) -> str:
 def served_versions(node: str, admin_port: int) -> dict[str, str]:
     """The LDS and CDS versions Envoy has accepted ("" when unknown or unreachable)."""
     try:
-        stats = admin_get(node, admin_port, "/stats?filter=version_text")
+        return parse_served_versions(admin_get(node, admin_port, "/stats?filter=version_text"))
     except DpumeshError:
         return {"lds": "", "cds": ""}
-    found = {"lds": "", "cds": ""}
-    for line in stats.splitlines():
-        name, _, value = line.partition(": ")
-        for kind in found:
-            if name.endswith(f"{kind}.version_text"):
-                found[kind] = value.strip().strip('"')
-    return found
 
 
 def proxy_ready(node: str, admin_port: int) -> bool:
@@ -89,18 +149,3 @@ def proxy_ready(node: str, admin_port: int) -> bool:
         return admin_get(node, admin_port, "/ready").strip() == "LIVE"
     except DpumeshError:
         return False
-
-
-def wait_for_version(node: str, admin_port: int, version: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        served = served_versions(node, admin_port)
-        if served == {"lds": version, "cds": version} and proxy_ready(node, admin_port):
-            return
-        if time.monotonic() > deadline:
-            log = paths.logs_dir() / f"envoy-{node}.log"
-            raise DpumeshError(
-                f"dpu-proxy of {node} serves {json.dumps(served)}, not version {version}, after {timeout:.0f} s "
-                f"(see {log})"
-            )
-        time.sleep(0.2)

@@ -4,6 +4,11 @@
 program listed in programs.json running, restarts one that exits with
 exponential backoff, stops programs that leave the list, restarts those whose
 spec changed, writes status.json, and on SIGTERM stops all of them and exits.
+
+A spec with `hot_restart` (Envoy) is replaced without a gap when it changes
+and its `hot_restart` key stays the same: the new process starts with the next
+restart epoch (`{epoch}` in its argv) while the old one still runs, takes over
+its listening sockets and tells it to drain and exit.
 The other functions are the client side used by `lab apply`, `status` and `down`.
 """
 
@@ -28,6 +33,7 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a program running this long has its backoff reset
 STOP_GRACE = 5.0
 POLL = 0.2
+DRAIN_LIMIT = 30.0  # an old hot-restart generation still alive after this is killed
 
 
 def programs_file() -> Path:
@@ -57,6 +63,14 @@ def _read_json(path: Path, default: Any) -> Any:
 
 
 @dataclass
+class _Draining:
+    process: subprocess.Popen
+    epoch: int
+    argv: list[str]
+    until: float
+
+
+@dataclass
 class _Child:
     spec: dict[str, Any]
     process: subprocess.Popen | None = None
@@ -65,14 +79,25 @@ class _Child:
     failures_in_row: int = 0
     next_start: float = 0.0
     last_exit: int | None = None
+    epoch: int = 0
+    draining: list[_Draining] = field(default_factory=list)
     log: Any = field(default=None, repr=False)
 
+    @property
+    def argv(self) -> list[str]:
+        return [part.replace("{epoch}", str(self.epoch)) for part in self.spec["argv"]]
+
     def start(self, name: str) -> None:
+        self.reap()
+        # The next epoch while an older generation runs (it hands over its sockets), else a fresh start.
+        self.epoch = max(d.epoch for d in self.draining) + 1 if self.draining else 0
         log_path = Path(self.spec["log"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log:
+            self.log.close()
         self.log = log_path.open("ab")
         self.process = subprocess.Popen(
-            self.spec["argv"],
+            self.argv,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -80,26 +105,52 @@ class _Child:
             env={**os.environ, **self.spec.get("env", {})},
         )
         self.started = time.monotonic()
-        _say(f"started {name} (pid {self.process.pid})")
+        _say(f"started {name} (pid {self.process.pid}, epoch {self.epoch})")
+
+    def hot_restart(self, name: str, spec: dict[str, Any]) -> None:
+        """Start `spec` next to the running generation, which drains and exits once the new one is up."""
+        if self.process is not None and self.process.poll() is None:
+            self.draining.append(_Draining(self.process, self.epoch, self.argv, time.monotonic() + DRAIN_LIMIT))
+        self.process, self.spec = None, spec
+        self.failures_in_row, self.next_start, self.last_exit = 0, 0.0, None
+        _say(f"hot restart of {name}")
+        self.start(name)
+
+    def reap(self) -> None:
+        """Forget drained generations that exited; kill those that outstay DRAIN_LIMIT."""
+        now = time.monotonic()
+        for old in list(self.draining):
+            if old.process.poll() is None and now > old.until:
+                _kill(old.process)
+            if old.process.poll() is not None:
+                self.draining.remove(old)
 
     def stop(self, name: str) -> None:
+        for old in self.draining:
+            _kill(old.process)
+        self.draining.clear()
         if self.process is None:
             return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        with contextlib.suppress(ProcessLookupError):  # leftovers of its group
-            os.killpg(self.process.pid, signal.SIGKILL)
+        _kill(self.process)
         _say(f"stopped {name}")
         self.process = None
         if self.log:
             self.log.close()
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """SIGTERM its process group, SIGKILL after STOP_GRACE, and reap it."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):  # leftovers of its group
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _say(message: str) -> None:
@@ -123,8 +174,11 @@ def run_supervisor() -> int:
             for name, spec in wanted.items():
                 child = children.get(name)
                 if child is not None and child.spec != spec:
-                    child.stop(name)
-                    child = None
+                    if _hot_restartable(child.spec, spec):
+                        child.hot_restart(name, spec)
+                    else:
+                        child.stop(name)
+                        child = None
                 if child is None:
                     child = children[name] = _Child(spec)
                 _tend(name, child)
@@ -140,8 +194,13 @@ def run_supervisor() -> int:
     return 0
 
 
+def _hot_restartable(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return bool(new.get("hot_restart")) and old.get("hot_restart") == new.get("hot_restart")
+
+
 def _tend(name: str, child: _Child) -> None:
     now = time.monotonic()
+    child.reap()
     if child.process is not None:
         code = child.process.poll()
         if code is None:
@@ -169,7 +228,11 @@ def _status(child: _Child) -> dict[str, Any]:
         "state": "running" if running else "backoff",
         "restarts": child.restarts,
         "last_exit": child.last_exit,
-        "argv": child.spec["argv"],
+        "argv": child.argv,
+        "spec_argv": child.spec["argv"],
+        "env": child.spec.get("env", {}),
+        "epoch": child.epoch,
+        "draining": [{"pid": d.process.pid, "argv": d.argv} for d in child.draining],
     }
 
 
@@ -227,17 +290,19 @@ def wait_for_programs(names: set[str], timeout: float = 20.0) -> dict[str, dict[
     wanted = _read_json(programs_file(), {})
     while True:
         status = program_status()
-        ready = {
-            n
-            for n in names
-            if status.get(n, {}).get("state") == "running" and status[n].get("argv") == wanted[n]["argv"]
-        }
+        ready = {n for n in names if _runs_spec(status.get(n, {}), wanted[n])}
         if ready == names:
             return status
         if time.monotonic() > deadline:
             late = ", ".join(sorted(names - ready))
             raise DpumeshError(f"lab programs not running after {timeout:.0f} s: {late} (logs in {logs_dir()})")
         time.sleep(POLL)
+
+
+def _runs_spec(status: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """The program runs `spec` and no older hot-restart generation of it is left."""
+    same = status.get("spec_argv") == spec["argv"] and status.get("env") == spec.get("env", {})
+    return same and status.get("state") == "running" and not status.get("draining")
 
 
 def stop_supervisor(timeout: float = 30.0) -> None:
@@ -250,10 +315,10 @@ def stop_supervisor(timeout: float = 30.0) -> None:
             time.sleep(POLL)
     # A supervisor killed hard leaves its children: stop any that status.json still names.
     for info in program_status().values():
-        child = info.get("pid")
-        if child and _is_program(child, info.get("argv", [])):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child, signal.SIGKILL)
+        for child in [{"pid": info.get("pid"), "argv": info.get("argv", [])}, *info.get("draining", [])]:
+            if child["pid"] and _is_program(child["pid"], child["argv"]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child["pid"], signal.SIGKILL)
 
 
 def _is_program(pid: int, argv: list[str]) -> bool:
