@@ -31,6 +31,9 @@ VXLAN_DEVICE = "dpumesh-vx"
 # Label of the gateway address on lo (an address label must start with the device name).
 GATEWAY_LABEL = "lo:dpumesh"
 RULE_PRIORITY = 100
+# Meshed TCP the proxy's listener did not take (the proxy is down or restarting) is dropped, never
+# forwarded in plaintext around it; the counter shows how much.
+FAIL_CLOSED = 'counter drop comment "fail closed: no proxy listener"'
 SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
@@ -218,6 +221,9 @@ def render_ruleset(model: SteeringModel) -> str:
         "    meta l4proto tcp ip daddr . tcp dport @inbound_excluded accept",
         f"    meta l4proto tcp ip daddr . tcp dport @inbound_ports {to_inbound}",
         f"    meta l4proto tcp ip daddr @inbound_all_ports {to_inbound}",
+        # tproxy finds no listener while the proxy is down: fail closed instead of routing around it.
+        f"    meta l4proto tcp ip daddr . tcp dport @inbound_ports {FAIL_CLOSED}",
+        f"    meta l4proto tcp ip daddr @inbound_all_ports {FAIL_CLOSED}",
         "  }",
     ]
     for i, pod in enumerate(meshed):
@@ -229,7 +235,7 @@ def render_ruleset(model: SteeringModel) -> str:
             body.append(f"    tcp dport {ports} return")
         if pod.capture.outbound_exclude_cidrs:
             body.append(f"    ip daddr {_set(list(pod.capture.outbound_exclude_cidrs))} return")
-        body += [f"    {to_outbound}", "  }"]
+        body += [f"    {to_outbound}", f"    meta l4proto tcp {FAIL_CLOSED}", "  }"]
 
     body += [
         "  chain proxy_output {",
