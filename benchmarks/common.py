@@ -1,0 +1,112 @@
+"""What every benchmark shares: machine facts, result files, plots and a deadline."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "benchmarks" / "results"
+PLOTS_DIR = REPO / "docs" / "benchmarks"
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False, cwd=REPO)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def envoy_version() -> str:
+    from dpumesh.bundle import envoy_binary
+
+    text = _run([envoy_binary(), "--version"])
+    # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL": keep the release number.
+    parts = text.split("version:", 1)[-1].strip().split("/")
+    return parts[1] if len(parts) > 1 else text or "unknown"
+
+
+def machine_facts() -> dict[str, Any]:
+    commit = _run(["git", "rev-parse", "HEAD"])
+    dirty = bool(_run(["git", "status", "--porcelain", "--", "src", "benchmarks"]))
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "memory_total_kib": _meminfo_total(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "envoy_version": envoy_version(),
+        "git_commit": commit + ("+local-changes" if dirty else ""),
+        "started_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _meminfo_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "dpumesh"  # stable element ids: re-running does not churn the SVG
+    plt.rcParams["svg.fonttype"] = "none"
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None})
+    return path
+
+
+class Deadline:
+    """A time bound for a whole benchmark run."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.left() <= 0

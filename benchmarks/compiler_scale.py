@@ -1,0 +1,218 @@
+"""Compiler scale: time to compile one node and every node of generated clusters of growing size.
+
+Each size is a fraction of the full cluster (default 5,000 services, 20,000 pods, 100 nodes, 1,000
+VirtualServices, 1,000 DestinationRules); nodes shrink with the rest, so a node holds the same number of pods
+at every size and the per-node cost shows how compiling grows with the cluster. Each size runs in a child
+process the run kills when `--max-seconds` is up; whatever was measured by then is kept and marked partial.
+
+    python -m benchmarks.compiler_scale --fractions 0.125,0.25,0.5,1 --max-seconds 1800
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import queue
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import PLOTS_DIR, RESULTS_DIR, Deadline, machine_facts, pyplot, save_figure, write_json
+from benchmarks.generate import Sizes, add_size_arguments, sizes_from, write_state
+
+ENVOY_FILES = ("envoy/bootstrap.yaml", "envoy/lds.yaml", "envoy/cds.yaml")
+
+
+def scaled(full: Sizes, fraction: float) -> Sizes:
+    def part(n: int, low: int) -> int:
+        return max(low, round(n * fraction))
+
+    return Sizes(
+        services=part(full.services, 1),
+        pods=part(full.pods, 1),
+        nodes=part(full.nodes, 1),
+        virtual_services=part(full.virtual_services, 0),
+        destination_rules=part(full.destination_rules, 0),
+        namespaces=part(full.namespaces, 1) if full.namespaces else 0,
+        seed=full.seed,
+    ).validated()
+
+
+def bundle_sizes(files: dict[str, bytes]) -> dict[str, int]:
+    """Bytes of the whole bundle and of what Envoy itself loads (bootstrap, LDS, CDS, SDS)."""
+    envoy = sum(len(v) for k, v in files.items() if k in ENVOY_FILES or k.startswith("envoy/sds/"))
+    return {"bundle_bytes": sum(len(v) for v in files.values()), "envoy_bytes": envoy}
+
+
+def measure(sizes: Sizes, repeat: int, all_nodes: bool, report) -> None:
+    """Runs in the child: reports ("event", data) tuples as each measurement completes."""
+    from dpumesh.compiler import MeshSettings, compile_node
+    from dpumesh.state import load_state
+
+    mesh = MeshSettings()
+    with tempfile.TemporaryDirectory(prefix="dpumesh-bench-scale-") as tmp:
+        state_dir = write_state(sizes, Path(tmp) / "state")
+        started = time.perf_counter()
+        state = load_state(state_dir, mesh.service_cidr)
+        report(("load", {"seconds": time.perf_counter() - started}))
+    node = sorted(state.nodes)[0]
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        bundle = compile_node(state, mesh, node)
+        times.append(time.perf_counter() - started)
+        report(("one_node_try", {"seconds": times[-1]}))
+    report(("one_node", {"node": node, "best_seconds": min(times), "tries": times, **bundle_sizes(bundle.files),
+                         "stats": bundle.stats}))  # fmt: skip
+    if not all_nodes:
+        return
+    started = time.perf_counter()
+    for name in sorted(state.nodes):
+        node_started = time.perf_counter()
+        bundle = compile_node(state, mesh, name)
+        report(("node", {"node": name, "seconds": time.perf_counter() - node_started, **bundle_sizes(bundle.files)}))
+    report(("all_nodes", {"seconds": time.perf_counter() - started}))
+    report(("peak_rss_kib", {"value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def _child(sizes: Sizes, repeat: int, all_nodes: bool, events) -> None:
+    try:
+        measure(sizes, repeat, all_nodes, events.put)
+        events.put(("done", {}))
+    except Exception as exc:  # reported to the parent, which records it in the result
+        events.put(("error", {"message": f"{type(exc).__name__}: {exc}"}))
+
+
+def run_size(sizes: Sizes, repeat: int, all_nodes: bool, deadline: Deadline) -> dict[str, Any]:
+    result: dict[str, Any] = {"sizes": sizes.__dict__, "complete": False, "nodes": []}
+    ctx = multiprocessing.get_context("fork")
+    events = ctx.Queue()
+    child = ctx.Process(target=_child, args=(sizes, repeat, all_nodes, events), daemon=True)
+    child.start()
+    try:
+        while True:
+            try:
+                kind, data = events.get(timeout=max(0.1, min(5.0, deadline.left())))
+            except queue.Empty:
+                if deadline.passed():
+                    result["stopped"] = f"--max-seconds {deadline.seconds:g} reached"
+                    break
+                if not child.is_alive():
+                    result["error"] = f"the compiler process died (exit code {child.exitcode})"
+                    break
+                continue
+            if kind == "done":
+                result["complete"] = True
+                break
+            if kind == "error":
+                result["error"] = data["message"]
+                break
+            if kind == "node":
+                result["nodes"].append(data)
+            elif kind == "peak_rss_kib":
+                result["peak_rss_kib"] = data["value"]
+            elif kind != "one_node_try":
+                result[kind] = data
+            print(f"  {kind}: {_brief(data)}", flush=True)
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    if result["nodes"]:
+        per_node = [n["envoy_bytes"] for n in result["nodes"]]
+        seconds = [n["seconds"] for n in result["nodes"]]
+        result["node_summary"] = {
+            "compiled": len(per_node),
+            "of": sizes.nodes,
+            "envoy_bytes_median": int(statistics.median(per_node)),
+            "envoy_bytes_max": max(per_node),
+            "seconds_median": statistics.median(seconds),
+            "seconds_sum": sum(seconds),
+        }
+    return result
+
+
+def _brief(data: dict[str, Any]) -> str:
+    keep = ("seconds", "best_seconds", "envoy_bytes", "node", "value")
+    return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items() if k in keep)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    plt = pyplot()
+    runs = [r for r in result["runs"] if "one_node" in r]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    services = [r["sizes"]["services"] for r in runs]
+    left.plot(services, [r["one_node"]["best_seconds"] for r in runs], "o-", label="one node (best)")
+    full = [(r["sizes"]["services"], r["all_nodes"]["seconds"]) for r in runs if "all_nodes" in r]
+    if full:
+        left.plot(*zip(*full, strict=True), "s-", label="all nodes")
+    left.set_xlabel("services in the cluster (nodes and pods scale with them)")
+    left.set_ylabel("compile time (s)")
+    left.set_title("Compile time")
+    left.legend()
+    right.plot(services, [r["one_node"]["envoy_bytes"] / 2**20 for r in runs], "o-", label="node-1")
+    right.set_xlabel("services in the cluster")
+    right.set_ylabel("Envoy config per node (MiB)")
+    right.set_title("Config size per node")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.set_xlim(left=0)
+        axis.set_ylim(bottom=0)
+    return save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_size_arguments(parser)
+    parser.set_defaults(services=5000, pods=20000, nodes=100, virtual_services=1000, destination_rules=1000)
+    parser.add_argument("--fractions", default="0.125,0.25,0.5,1", help="sizes to run, as fractions of the full one")
+    parser.add_argument("--repeat", type=int, default=3, help="one-node compiles per size (the best counts)")
+    parser.add_argument("--one-node-only", action="store_true", help="skip compiling every node")
+    parser.add_argument("--max-seconds", type=float, default=1800, help="stop the whole run after this long")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "compiler_scale.json"))
+    parser.add_argument("--plot", default=str(PLOTS_DIR / "compiler_scale.svg"))
+    args = parser.parse_args(argv)
+    try:
+        full = sizes_from(args).validated()
+        fractions = sorted(float(f) for f in args.fractions.split(","))
+        if not fractions or fractions[0] <= 0 or fractions[-1] > 1:
+            raise ValueError("--fractions must be numbers in (0, 1]")
+        sizes = [scaled(full, f) for f in fractions]
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    deadline = Deadline(args.max_seconds)
+    result: dict[str, Any] = {
+        "benchmark": "compiler_scale",
+        "command": "python -m benchmarks.compiler_scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_facts(),
+        "full_size": full.__dict__,
+        "fractions": fractions,
+        "runs": [],
+    }
+    for fraction, size in zip(fractions, sizes, strict=True):
+        if deadline.passed():
+            result["runs"].append({"sizes": size.__dict__, "complete": False, "stopped": "not started: no time left"})
+            continue
+        print(f"fraction {fraction:g}: {size.services} services, {size.pods} pods, {size.nodes} nodes", flush=True)
+        run = run_size(size, args.repeat, not args.one_node_only, deadline)
+        run["fraction"] = fraction
+        result["runs"].append(run)
+        write_json(args.out, result)  # keep what is done even if a later size is interrupted
+    write_json(args.out, result)
+    if any("one_node" in r for r in result["runs"]):
+        plot(result, Path(args.plot))
+    print(f"wrote {args.out} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
