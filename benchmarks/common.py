@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import multiprocessing
 import os
 import platform
+import queue
 import subprocess
 import time
 from pathlib import Path
@@ -110,3 +112,45 @@ class Deadline:
 
     def passed(self) -> bool:
         return self.left() <= 0
+
+
+def run_bounded(target, args: tuple, deadline: Deadline, on_event) -> str:
+    """Run `target(*args, report)` in a forked child, passing each reported (kind, data) to `on_event`.
+
+    Returns "" when the child finished, else why it did not (the deadline, an exception, a crash);
+    the child is killed when the deadline passes or the caller is interrupted.
+    """
+    ctx = multiprocessing.get_context("fork")
+    events = ctx.Queue()
+    child = ctx.Process(target=_bounded_child, args=(target, args, events), daemon=True)
+    child.start()
+    try:
+        while True:
+            try:
+                kind, data = events.get(timeout=max(0.1, min(5.0, deadline.left())))
+            except queue.Empty:
+                if deadline.passed():
+                    return f"--max-seconds {deadline.seconds:g} reached"
+                if not child.is_alive():
+                    return f"the benchmark process died (exit code {child.exitcode})"
+                continue
+            if kind == "_done":
+                return ""
+            if kind == "_error":
+                return data["message"]
+            on_event(kind, data)
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _bounded_child(target, args: tuple, events) -> None:
+    try:
+        target(*args, lambda kind, data: events.put((kind, data)))
+        events.put(("_done", {}))
+    except Exception as exc:  # reported to the parent, which records it in the result
+        events.put(("_error", {"message": f"{type(exc).__name__}: {exc}"}))

@@ -11,8 +11,6 @@ process the run kills when `--max-seconds` is up; whatever was measured by then 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import queue
 import resource
 import statistics
 import sys
@@ -21,7 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PLOTS_DIR, RESULTS_DIR, Deadline, machine_facts, pyplot, save_figure, write_json
+from benchmarks.common import (
+    PLOTS_DIR,
+    RESULTS_DIR,
+    Deadline,
+    machine_facts,
+    pyplot,
+    run_bounded,
+    save_figure,
+    write_json,
+)
 from benchmarks.generate import Sizes, add_size_arguments, sizes_from, write_state
 
 ENVOY_FILES = ("envoy/bootstrap.yaml", "envoy/lds.yaml", "envoy/cds.yaml")
@@ -49,7 +56,7 @@ def bundle_sizes(files: dict[str, bytes]) -> dict[str, int]:
 
 
 def measure(sizes: Sizes, repeat: int, all_nodes: bool, report) -> None:
-    """Runs in the child: reports ("event", data) tuples as each measurement completes."""
+    """Runs in a child process: reports (kind, data) as each measurement completes."""
     from dpumesh.compiler import MeshSettings, compile_node
     from dpumesh.state import load_state
 
@@ -58,73 +65,43 @@ def measure(sizes: Sizes, repeat: int, all_nodes: bool, report) -> None:
         state_dir = write_state(sizes, Path(tmp) / "state")
         started = time.perf_counter()
         state = load_state(state_dir, mesh.service_cidr)
-        report(("load", {"seconds": time.perf_counter() - started}))
+        report("load", {"seconds": time.perf_counter() - started})
     node = sorted(state.nodes)[0]
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         bundle = compile_node(state, mesh, node)
         times.append(time.perf_counter() - started)
-        report(("one_node_try", {"seconds": times[-1]}))
-    report(("one_node", {"node": node, "best_seconds": min(times), "tries": times, **bundle_sizes(bundle.files),
-                         "stats": bundle.stats}))  # fmt: skip
+        report("one_node_try", {"seconds": times[-1]})
+    sizes_out = bundle_sizes(bundle.files)
+    report("one_node", {"node": node, "best_seconds": min(times), "tries": times, **sizes_out, "stats": bundle.stats})
     if not all_nodes:
         return
     started = time.perf_counter()
     for name in sorted(state.nodes):
         node_started = time.perf_counter()
         bundle = compile_node(state, mesh, name)
-        report(("node", {"node": name, "seconds": time.perf_counter() - node_started, **bundle_sizes(bundle.files)}))
-    report(("all_nodes", {"seconds": time.perf_counter() - started}))
-    report(("peak_rss_kib", {"value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-
-
-def _child(sizes: Sizes, repeat: int, all_nodes: bool, events) -> None:
-    try:
-        measure(sizes, repeat, all_nodes, events.put)
-        events.put(("done", {}))
-    except Exception as exc:  # reported to the parent, which records it in the result
-        events.put(("error", {"message": f"{type(exc).__name__}: {exc}"}))
+        report("node", {"node": name, "seconds": time.perf_counter() - node_started, **bundle_sizes(bundle.files)})
+    report("all_nodes", {"seconds": time.perf_counter() - started})
+    report("peak_rss_kib", {"value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
 
 
 def run_size(sizes: Sizes, repeat: int, all_nodes: bool, deadline: Deadline) -> dict[str, Any]:
     result: dict[str, Any] = {"sizes": sizes.__dict__, "complete": False, "nodes": []}
-    ctx = multiprocessing.get_context("fork")
-    events = ctx.Queue()
-    child = ctx.Process(target=_child, args=(sizes, repeat, all_nodes, events), daemon=True)
-    child.start()
-    try:
-        while True:
-            try:
-                kind, data = events.get(timeout=max(0.1, min(5.0, deadline.left())))
-            except queue.Empty:
-                if deadline.passed():
-                    result["stopped"] = f"--max-seconds {deadline.seconds:g} reached"
-                    break
-                if not child.is_alive():
-                    result["error"] = f"the compiler process died (exit code {child.exitcode})"
-                    break
-                continue
-            if kind == "done":
-                result["complete"] = True
-                break
-            if kind == "error":
-                result["error"] = data["message"]
-                break
-            if kind == "node":
-                result["nodes"].append(data)
-            elif kind == "peak_rss_kib":
-                result["peak_rss_kib"] = data["value"]
-            elif kind != "one_node_try":
-                result[kind] = data
-            print(f"  {kind}: {_brief(data)}", flush=True)
-    finally:
-        if child.is_alive():
-            child.terminate()
-        child.join(10)
-        if child.is_alive():
-            child.kill()
-            child.join()
+
+    def record(kind: str, data: dict[str, Any]) -> None:
+        if kind == "node":
+            result["nodes"].append(data)
+        elif kind == "peak_rss_kib":
+            result["peak_rss_kib"] = data["value"]
+        elif kind != "one_node_try":
+            result[kind] = data
+        print(f"  {kind}: {_brief(data)}", flush=True)
+
+    stopped = run_bounded(measure, (sizes, repeat, all_nodes), deadline, record)
+    result["complete"] = not stopped
+    if stopped:
+        result["stopped"] = stopped
     if result["nodes"]:
         per_node = [n["envoy_bytes"] for n in result["nodes"]]
         seconds = [n["seconds"] for n in result["nodes"]]

@@ -332,11 +332,19 @@ class Generator:
         return objects
 
     # -- output --------------------------------------------------------------------------------
-    def files(self) -> dict[str, bytes]:
-        files = {"00-cluster.yaml": _dump_all(self.cluster_objects())}
+    def documents(self) -> dict[str, list[dict[str, Any]]]:
+        """File name -> its objects. Starts its own random stream, so it returns the same on every call."""
+        self.rng = random.Random(f"{self.sizes.seed}/objects")
+        documents = {"00-cluster.yaml": self.cluster_objects()}
         for index, ns in enumerate(self.namespaces):
-            files[f"10-{ns}.yaml"] = _dump_all(self.namespace_objects(index))
-        return files
+            documents[f"10-{ns}.yaml"] = self.namespace_objects(index)
+        return documents
+
+    def objects(self) -> list[dict[str, Any]]:
+        return [obj for objects in self.documents().values() for obj in objects]
+
+    def files(self) -> dict[str, bytes]:
+        return {name: _dump_all(objects) for name, objects in self.documents().items()}
 
 
 def _meta(api: str, kind: str, namespace: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
