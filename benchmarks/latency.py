@@ -1,0 +1,688 @@
+"""Latency and proxy CPU of three paths between lab pods, on the same node and across nodes.
+
+- direct:  pods outside the mesh; the DPU dataplane forwards pod to pod, no proxy;
+- shared:  meshed pods; the client's node's dpu-proxy (outbound) and the server's node's (inbound), mTLS between;
+- sidecar: one Envoy inside each pod (config from `compile_sidecar`), Istio-like capture in the pod's namespace.
+
+The lab comes up from benchmarks/lab_states/latency, where namespace bench-sidecar is outside the mesh
+(the DPU steers none of its traffic); its sidecars are compiled from the same state with that namespace
+meshed. The server pods run the lab's echo with TCP_NODELAY (see serve_echo). Every case first proves
+its path (which proxies count the requests, what the server sees as source and client certificate),
+then sends a bounded open-loop load (benchmarks.load) from the same client program, and reads the
+proxies' CPU time before and after.
+
+    python -m benchmarks.latency [--count 2000] [--rate 200]
+
+writes benchmarks/results/latency.json and docs/benchmarks/latency.svg, and leaves the lab down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpumesh.bundle import validate_with_envoy, write_tree
+from dpumesh.certs import LabCA, ensure_workload_certs
+from dpumesh.compiler import MeshSettings, compile_sidecar
+from dpumesh.dataplane.commands import run
+from dpumesh.errors import DpumeshError
+from dpumesh.lab import paths, proxy, supervisor
+from dpumesh.lab.preflight import envoy_path, listening_ports
+from dpumesh.state import build_state
+from dpumesh.state.load import load_manifest_dir
+from dpumesh.state.model import ClusterState
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / "benchmarks" / "lab_states" / "latency"
+RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
+PLOT = ROOT / "docs" / "benchmarks" / "latency.svg"
+LAB_LOCK = Path("/tmp/dpumesh-lab.lock")
+BIN = Path(sys.executable).parent
+
+PATHS = ("direct", "shared", "sidecar")
+NAMESPACES = {"direct": "bench-direct", "shared": "bench-shared", "sidecar": "bench-sidecar"}
+PLACEMENTS = {"same-node": "near", "cross-node": "far"}
+CLIENT = "client-0"
+SERVER_PORT = 8080
+SIDECAR_PODS = (CLIENT, "near-0", "far-0")
+CLIENT_SA, SERVER_SA = "client", "server"
+
+
+# -- the lab --------------------------------------------------------------------------------------------------
+def dpumesh(*args: str, timeout: float = 180) -> str:
+    """Run the dpumesh CLI (the lab's public interface); its output, or DpumeshError with it."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        [str(BIN / "dpumesh"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, check=False
+    )
+    if done.returncode != 0:
+        raise DpumeshError(f"dpumesh {' '.join(args)} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def _ancestors() -> set[int]:
+    found, pid = set(), os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
+def lock_held_by_caller() -> bool:
+    """Whether a process we run under (`flock /tmp/dpumesh-lab.lock python -m ...`) holds the lab lock."""
+    inode, callers = LAB_LOCK.stat().st_ino, _ancestors()
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[4].isdigit():
+            holders.add((int(fields[4]), int(fields[5].rsplit(":", 1)[-1])))
+    return any((pid, inode) in holders for pid in callers)
+
+
+def hold_lab_lock() -> Any:
+    """The shared lab lock, held until the returned file is closed; None when our caller holds it already."""
+    handle = LAB_LOCK.open("a")
+    if lock_held_by_caller():
+        handle.close()
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for {LAB_LOCK} (another lab user holds it)", flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def check_no_foreign_lab() -> None:
+    """A lab supervisor of another runtime directory would fight ours over the same namespaces."""
+    ours = supervisor.supervisor_pid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == ours:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"dpumesh.lab.supervisor" in cmdline:
+            raise DpumeshError(
+                f"a lab supervisor of another lab directory runs (pid {entry.name}); bring that lab down first"
+            )
+
+
+@dataclass(frozen=True)
+class LabPod:
+    namespace: str
+    name: str
+    ip: str
+    node: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def netns(self) -> str:
+        return paths.pod_netns(self.namespace, self.name)
+
+
+def gateway(state: ClusterState, node: str) -> str:
+    """The DPU's own address in the node's pod CIDR: the shared proxy's source address towards pods."""
+    import ipaddress
+
+    return str(next(ipaddress.ip_network(state.nodes[node].pod_cidr).hosts()))
+
+
+def meshed_variant(state_dir: Path, namespace: str, service_cidr: str) -> ClusterState:
+    """The state with `namespace` in the mesh: what its pods' own sidecars would be compiled from."""
+    objects = load_manifest_dir(state_dir)
+    for obj in objects:
+        if obj.get("kind") == "Namespace" and obj["metadata"]["name"] == namespace:
+            obj["metadata"].setdefault("labels", {})["istio-injection"] = "enabled"
+    return build_state(objects, service_cidr)
+
+
+# -- Envoy processes ------------------------------------------------------------------------------------------
+@dataclass
+class Proxy:
+    """One Envoy: where its admin answers and whose CPU it burns."""
+
+    label: str
+    netns: str
+    pid: int
+    admin_port: int
+
+    def stats(self) -> dict[str, int]:
+        text = run(["curl", "-sf", "--max-time", "5", f"http://127.0.0.1:{self.admin_port}/stats"], self.netns)
+        counters = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                counters[name] = int(value)
+        return counters
+
+    def requests(self) -> dict[str, int]:
+        """HTTP requests its outbound and inbound listeners have received."""
+        counters = self.stats()
+        return {
+            side: sum(
+                v for k, v in counters.items() if k.startswith(f"http.{side}") and k.endswith(".downstream_rq_total")
+            )
+            for side in ("outbound", "inbound")
+        }
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the whole process (all its threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _envoy_pid(pid: int, what: str) -> int:
+    comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}").exists() else ""
+    if comm != "envoy":
+        raise DpumeshError(f"{what}: pid {pid} is {comm or 'gone'}, not Envoy")
+    return pid
+
+
+def lab_proxies(state: ClusterState, admin_port: int) -> dict[str, Proxy]:
+    status = supervisor.program_status()
+    found = {}
+    for node in sorted(n.name for n in state.nodes.values() if n.has_dpu):
+        pid = (status.get(f"envoy-{node}") or {}).get("pid")
+        if not pid:
+            raise DpumeshError(f"the dpu-proxy of {node} is not running")
+        found[node] = Proxy(
+            f"dpu-proxy {node}", paths.dpu_netns(node), _envoy_pid(pid, f"dpu-proxy {node}"), admin_port
+        )
+    return found
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """TERM each process group we started, KILL what is still there after 10 s."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def capture_rules(mesh: MeshSettings, inbound_ports: list[int]) -> str:
+    """Istio-like capture inside one pod's namespace.
+
+    Outbound: every TCP connection the pod opens goes to the sidecar's outbound port, except
+    the sidecar's own upstream connections, which carry the compiler's marks (capture_mark on
+    outbound clusters, bypass_mark on inbound ones), and loopback. Inbound: connections that
+    arrive on the VF for the pod's service ports go to the inbound port. REDIRECT keeps the
+    original destination for SO_ORIGINAL_DST, which the listeners' original_dst filter reads.
+    """
+    layout = mesh.proxy
+    ports = ", ".join(str(p) for p in inbound_ports)
+    inbound = (
+        [f'    iifname "{paths.POD_DEVICE}" tcp dport {{ {ports} }} redirect to :{layout.inbound_port}']
+        if ports
+        else []
+    )
+    return "\n".join(
+        [
+            "table ip dpumesh_bench_capture {",
+            "  chain output {",
+            "    type nat hook output priority -100; policy accept;",
+            f"    meta mark {{ {layout.capture_mark}, {layout.bypass_mark} }} return",
+            '    oifname "lo" return',
+            f"    meta l4proto tcp redirect to :{layout.outbound_port}",
+            "  }",
+            "  chain prerouting {",
+            "    type nat hook prerouting priority -100; policy accept;",
+            *inbound,
+            "  }",
+            "}",
+            "",
+        ]
+    )
+
+
+class Sidecars:
+    """One Envoy per bench-sidecar pod, in the pod's namespace, with the pod's compiled sidecar config."""
+
+    def __init__(self, state_dir: Path, lab_state: ClusterState, mesh: MeshSettings, workdir: Path):
+        self.state_dir, self.lab_state, self.mesh, self.workdir = state_dir, lab_state, mesh, workdir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.proxies: dict[str, Proxy] = {}
+
+    def start(self, namespace: str, pods: tuple[str, ...]) -> None:
+        meshed = meshed_variant(self.state_dir, namespace, self.mesh.service_cidr)
+        lab_ips = {p.meta.key: p.ip for p in self.lab_state.pods}
+        ca = LabCA.ensure(proxy.ca_dir(), self.mesh.trust_domain)
+        for name in pods:
+            key = f"{namespace}/{name}"
+            pod = next(p for p in meshed.pods if p.meta.key == key)
+            if lab_ips.get(key) != pod.ip:
+                raise DpumeshError(f"{key}: IP {pod.ip} in the meshed state, {lab_ips.get(key)} in the lab")
+            root = self.workdir / namespace / name
+            layout = dataclasses.replace(
+                self.mesh.proxy, watch_dir="", config_dir=str(root / "envoy"), cert_dir=str(root / "certs")
+            )
+            mesh = dataclasses.replace(self.mesh, proxy=layout)
+            bundle = compile_sidecar(meshed, mesh, key)
+            write_tree(root, bundle.files, lambda staged, m=mesh: validate_with_envoy(staged, m.proxy.config_dir))
+            ensure_workload_certs(root / "certs", ca, self.mesh.trust_domain, [(namespace, pod.service_account)])
+            netns = paths.pod_netns(namespace, name)
+            ports = [] if name == CLIENT else [SERVER_PORT]
+            run(["nft", "-f", "-"], netns, stdin=capture_rules(self.mesh, ports))
+            log = (self.workdir / f"envoy-{namespace}-{name}.log").open("wb")
+            argv = ["ip", "netns", "exec", netns, envoy_path(), "-c", str(root / "envoy" / "bootstrap.yaml")]
+            argv += ["--disable-hot-restart", "--log-level", "warning", "--drain-time-s", "1"]
+            self.processes[key] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            log.close()
+            self.proxies[key] = Proxy(f"sidecar {key}", netns, self.processes[key].pid, self.mesh.proxy.admin_port)
+        for key, sidecar in self.proxies.items():
+            self._wait_ready(key, sidecar)
+
+    def _wait_ready(self, key: str, sidecar: Proxy, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.processes[key].poll() is not None:
+                raise DpumeshError(f"the sidecar of {key} exited; see {self.workdir}/envoy-*.log")
+            try:
+                live = run(
+                    ["curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{sidecar.admin_port}/ready"], sidecar.netns
+                )
+                listeners = run(
+                    ["curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{sidecar.admin_port}/listeners"],
+                    sidecar.netns,
+                )
+            except DpumeshError:
+                live, listeners = "", ""
+            if live.strip() == "LIVE" and {"outbound", "inbound"} <= {ln.split(":")[0] for ln in listeners.split()}:
+                _envoy_pid(sidecar.pid, f"sidecar of {key}")
+                return
+            if time.monotonic() > deadline:
+                raise DpumeshError(f"the sidecar of {key} is not ready after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        stop_processes(list(self.processes.values()))
+        for proxy_ in self.proxies.values():
+            run(["nft", "delete", "table", "ip", "dpumesh_bench_capture"], proxy_.netns, check=False)
+
+
+# -- the servers ----------------------------------------------------------------------------------------------
+def serve_echo(config_path: str) -> None:
+    """The lab's echo workload with TCP_NODELAY on its connections.
+
+    The lab's echo writes an answer's headers and body separately and leaves Nagle on, so a peer
+    that reuses one connection (every proxy's upstream pool) holds the body until its delayed ACK
+    (~40 ms): that would measure the kernel's ACK timer, not the path.
+    """
+    import socketserver
+
+    from dpumesh.lab import echo
+
+    socketserver.StreamRequestHandler.disable_nagle_algorithm = True
+    echo.serve(json.loads(Path(config_path).read_text()))
+
+
+class Servers:
+    """The benchmark's echo in each server pod's namespace, on the Services' target port."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, pods: list[LabPod]) -> None:
+        for pod in pods:
+            config = {"pod": pod.name, "namespace": pod.namespace, "node": pod.node, "version": "v1"}
+            config |= {"http_ports": [SERVER_PORT], "tcp_ports": [], "upstreams": []}
+            path = self.workdir / f"echo-{pod.namespace}-{pod.name}.json"
+            path.write_text(json.dumps(config))
+            argv = ["ip", "netns", "exec", pod.netns, sys.executable, "-m", "benchmarks.latency", "--serve-echo"]
+            self.processes.append(
+                subprocess.Popen(
+                    [*argv, str(path)],
+                    cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(self.workdir / f"echo-{pod.namespace}-{pod.name}.log").open("wb"),
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + 20
+        for pod, process in zip(pods, self.processes, strict=True):
+            while SERVER_PORT not in listening_ports(pod.netns):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise DpumeshError(f"the benchmark echo of {pod.key} does not listen on {SERVER_PORT}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        stop_processes(self.processes)
+
+
+# -- one case -------------------------------------------------------------------------------------------------
+@dataclass
+class Bench:
+    """Everything the cases share."""
+
+    args: argparse.Namespace
+    mesh: MeshSettings
+    state: ClusterState
+    pods: dict[str, LabPod]
+    proxies: dict[str, Proxy]  # every Envoy of the run, by "node-N" or "ns/pod"
+
+    def pod(self, namespace: str, name: str) -> LabPod:
+        return self.pods[f"{namespace}/{name}"]
+
+
+def expected_requests(path: str, client: LabPod, server: LabPod) -> dict[tuple[str, str], int]:
+    """(proxy, listener side) -> how many of the measured requests it must see; every other counter stays."""
+    if path == "direct":
+        return {}
+    if path == "shared":
+        return {(client.node, "outbound"): 1, (server.node, "inbound"): 1}
+    return {(client.key, "outbound"): 1, (server.key, "inbound"): 1}
+
+
+def check_answer(bench: Bench, path: str, client: LabPod, server: LabPod, answer: dict[str, Any]) -> dict[str, str]:
+    """The echo's view of one request: the right server, reached from the right peer, with the right identity."""
+    source = str(answer.get("source", "")).rsplit(":", 1)[0]
+    xfcc = answer.get("headers", {}).get("x-forwarded-client-cert", "")
+    if (answer.get("namespace"), answer.get("pod")) != (server.namespace, server.name):
+        raise DpumeshError(
+            f"{path}: {client.key} reached {answer.get('namespace')}/{answer.get('pod')}, not {server.key}"
+        )
+    peer = {"direct": client.ip, "shared": gateway(bench.state, server.node), "sidecar": server.ip}[path]
+    if source != peer:
+        raise DpumeshError(f"{path}: {server.key} saw the request come from {source}, expected {peer}")
+    if path == "direct":
+        if xfcc:
+            raise DpumeshError(f"direct: {server.key} got a client certificate header ({xfcc}); a proxy is on the path")
+    else:
+        client_id = bench.mesh.spiffe(client.namespace, CLIENT_SA)
+        server_id = bench.mesh.spiffe(server.namespace, SERVER_SA)
+        if f"URI={client_id}" not in xfcc or f"By={server_id}" not in xfcc:
+            raise DpumeshError(
+                f"{path}: x-forwarded-client-cert {xfcc!r} does not show mTLS {client_id} -> {server_id}"
+            )
+    return {"source": source, "x-forwarded-client-cert": xfcc}
+
+
+def request_counts(bench: Bench) -> dict[tuple[str, str], int]:
+    return {(name, side): n for name, p in bench.proxies.items() for side, n in p.requests().items()}
+
+
+def run_load_from(bench: Bench, client: LabPod, url: str, count: int) -> dict[str, Any]:
+    args = bench.args
+    argv = ["lab", "exec", client.key, "--", sys.executable, "-m", "benchmarks.load", url, "--count", str(count)]
+    argv += ["--rate", str(args.rate), "--connections", str(args.connections), "--timeout", str(args.timeout)]
+    summary = json.loads(dpumesh(*argv, timeout=count / args.rate + args.timeout + 60))
+    if summary["errors"]:
+        raise DpumeshError(f"{client.key} -> {url}: {summary['errors']} failed requests {summary['error_kinds']}")
+    return summary
+
+
+def run_case(bench: Bench, path: str, placement: str) -> dict[str, Any]:
+    namespace = NAMESPACES[path]
+    client, server = bench.pod(namespace, CLIENT), bench.pod(namespace, f"{PLACEMENTS[placement]}-0")
+    # Outside the mesh there is no kube-proxy: pods reach each other by pod IP. In the mesh, by Service name.
+    host = server.ip if path == "direct" else PLACEMENTS[placement]
+    url = f"http://{host}:{SERVER_PORT}/"
+    print(f"{placement} {path}: {client.key} -> {url} ({server.key})", flush=True)
+    answer = json.loads(dpumesh("lab", "exec", client.key, "--", "curl", "-sf", "--max-time", "5", url))
+    seen = check_answer(bench, path, client, server, answer)
+    if bench.args.warmup:
+        run_load_from(bench, client, url, bench.args.warmup)
+
+    expected = expected_requests(path, client, server)
+    involved = sorted({name for name, _ in expected})
+    counts_before = request_counts(bench)
+    cpu_before = {name: bench.proxies[name].cpu_seconds() for name in involved}
+    summary = run_load_from(bench, client, url, bench.args.count)
+    cpu = sum(bench.proxies[name].cpu_seconds() - cpu_before[name] for name in involved)
+    counts_after = request_counts(bench)
+    for key in counts_before:
+        got, want = counts_after[key] - counts_before[key], expected.get(key, 0) * bench.args.count
+        if got != want:
+            raise DpumeshError(f"{placement} {path}: {key[1]} listener of {key[0]} counted {got} requests, not {want}")
+    return {
+        "path": path,
+        "placement": placement,
+        "client": client.key,
+        "server": server.key,
+        "url": url,
+        "proxies": [bench.proxies[name].label for name in involved],
+        "verified": {
+            "server_saw": seen,
+            "requests_counted_by": {f"{n} {side}": c * bench.args.count for (n, side), c in sorted(expected.items())},
+        },
+        "latency_ms": summary["latency_ms"],
+        "achieved_rate": summary["achieved_rate"],
+        "max_schedule_lag_ms": summary["max_schedule_lag_ms"],
+        "completed": summary["completed"],
+        "proxy_cpu_s": round(cpu, 3),
+        "proxy_cpu_s_per_1000_requests": round(cpu / summary["completed"] * 1000, 4),
+    }
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+PERCENTILE_KEYS = ("p50", "p90", "p99")
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
+
+
+def comparisons(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per placement: shared vs sidecar, and the latency each adds over the direct path."""
+    out: dict[str, Any] = {}
+    for placement in PLACEMENTS:
+        by_path = {c["path"]: c for c in cases if c["placement"] == placement}
+        if set(by_path) != set(PATHS):
+            continue
+        direct, shared, sidecar = (by_path[p] for p in PATHS)
+        added = {
+            path: {k: round(by_path[path]["latency_ms"][k] - direct["latency_ms"][k], 3) for k in PERCENTILE_KEYS}
+            for path in ("shared", "sidecar")
+        }
+        out[placement] = {
+            "shared_over_sidecar_latency": {
+                k: _ratio(shared["latency_ms"][k], sidecar["latency_ms"][k]) for k in PERCENTILE_KEYS
+            },
+            "added_over_direct_ms": added,
+            "shared_over_sidecar_added_latency": {
+                k: _ratio(added["shared"][k], added["sidecar"][k]) for k in PERCENTILE_KEYS
+            },
+            "shared_over_sidecar_proxy_cpu": _ratio(
+                shared["proxy_cpu_s_per_1000_requests"], sidecar["proxy_cpu_s_per_1000_requests"]
+            ),
+            "target_shared_adds_no_more_than_sidecar": {
+                k: added["shared"][k] <= added["sidecar"][k] for k in PERCENTILE_KEYS
+            },
+        }
+    return out
+
+
+def envoy_version() -> str:
+    text = subprocess.run([envoy_path(), "--version"], capture_output=True, text=True, check=False).stdout
+    return text.split("version:", 1)[-1].strip().split("/")[1] if "/" in text else text.strip()
+
+
+def report(args: argparse.Namespace, cases: list[dict[str, Any]], command: str) -> dict[str, Any]:
+    return {
+        "benchmark": "latency",
+        "command": command,
+        "parameters": {
+            "count": args.count,
+            "rate": args.rate,
+            "connections": args.connections,
+            "warmup": args.warmup,
+            "timeout_s": args.timeout,
+        },
+        "environment": {
+            "cpus": os.cpu_count(),
+            "envoy": envoy_version(),
+            "load_generator": "benchmarks.load: Python asyncio, open loop, HTTP/1.1 keep-alive; the same for all paths",
+            "note": "one run on a shared machine: absolute figures are noisy, compare the ratios",
+        },
+        "cases": cases,
+        "comparisons": comparisons(cases),
+    }
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def plot(result: dict[str, Any], target: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = {(c["placement"], c["path"]): c for c in result["cases"]}
+    colours = {"direct": "#9e9e9e", "shared": "#1f77b4", "sidecar": "#ff7f0e"}
+    labels = {"direct": "(a) direct", "shared": "(b) shared dpu-proxy", "sidecar": "(c) sidecar pair"}
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 3, 2]})
+    width = 0.27
+    for axis, placement in zip(axes[:2], PLACEMENTS, strict=True):
+        for i, path in enumerate(PATHS):
+            case = cases.get((placement, path))
+            if case is None:
+                continue
+            values = [case["latency_ms"][k] for k in PERCENTILE_KEYS]
+            bars = axis.bar(
+                [x + (i - 1) * width for x in range(3)], values, width, color=colours[path], label=labels[path]
+            )
+            axis.bar_label(bars, fmt="%.1f", fontsize=7)
+        axis.set_xticks(range(3), PERCENTILE_KEYS)
+        axis.set_ylabel("latency (ms)")
+        axis.set_title(f"{placement}")
+    axes[0].legend(fontsize=8, loc="upper left")
+    axis = axes[2]
+    for i, path in enumerate(PATHS):
+        values = [cases[(p, path)]["proxy_cpu_s_per_1000_requests"] if (p, path) in cases else 0 for p in PLACEMENTS]
+        bars = axis.bar([x + (i - 1) * width for x in range(2)], values, width, color=colours[path])
+        axis.bar_label(bars, fmt="%.2f", fontsize=7)
+    axis.set_xticks(range(2), list(PLACEMENTS))
+    axis.set_ylabel("proxy CPU s / 1000 requests")
+    axis.set_title("proxy CPU")
+    params = result["parameters"]
+    figure.suptitle(
+        f"dpumesh lab: {params['count']} requests at {params['rate']:g}/s per case, one run on a shared "
+        f"{result['environment']['cpus']}-core machine (noisy: compare ratios)",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    plt.close(figure)
+    write_atomic(target, buffer.getvalue())
+
+
+# -- entry point ----------------------------------------------------------------------------------------------
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Bring the lab up, run every case, and leave the lab down whatever happens."""
+    import tempfile
+
+    from dpumesh.state import load_state
+
+    mesh = MeshSettings()
+    check_no_foreign_lab()
+    dpumesh("lab", "down")
+    workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-latency-"))
+    sidecars: Sidecars | None = None
+    servers = Servers(workdir)
+    try:
+        print(f"lab apply {args.state}", flush=True)
+        dpumesh("lab", "apply", str(args.state))
+        state = load_state(args.state, mesh.service_cidr)
+        pods = {p.meta.key: LabPod(p.namespace, p.name, p.ip, p.node) for p in state.pods}
+        servers.start([p for p in pods.values() if p.name != CLIENT])
+        sidecars = Sidecars(args.state, state, mesh, workdir)
+        sidecars.start(NAMESPACES["sidecar"], SIDECAR_PODS)
+        proxies = {**lab_proxies(state, mesh.proxy.admin_port), **sidecars.proxies}
+        bench = Bench(args, mesh, state, pods, proxies)
+        return [run_case(bench, path, placement) for placement in PLACEMENTS for path in PATHS]
+    finally:
+        if sidecars is not None:
+            sidecars.stop()
+        servers.stop()
+        dpumesh("lab", "down")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=2000, help="measured requests per case (default 2000)")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second (default 200)")
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per case (default 8)")
+    parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests before each case (default 200)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
+    parser.add_argument("--state", type=Path, default=STATE_DIR, help="lab state directory")
+    parser.add_argument(
+        "--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})"
+    )
+    parser.add_argument("--plot", type=Path, default=PLOT, help=f"plot file (default {PLOT.relative_to(ROOT)})")
+    parser.add_argument("--serve-echo", metavar="CONFIG", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_echo:
+        serve_echo(args.serve_echo)
+        return 0
+    if args.count < 1 or args.rate <= 0 or args.connections < 1 or args.warmup < 0 or args.timeout <= 0:
+        parser.error("--count and --connections must be at least 1, --rate and --timeout positive, --warmup >= 0")
+    if os.geteuid() != 0:
+        print("latency: the lab needs root (network namespaces, nftables)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    os.environ["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"  # envoy for validating the sidecar configs
+    lock = hold_lab_lock()
+    try:
+        started = time.monotonic()
+        cases = measure(args)
+    except DpumeshError as exc:
+        print(f"latency: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if lock is not None:
+            lock.close()
+    command = "python -m benchmarks.latency " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = report(args, cases, command.strip())
+    write_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    plot(result, args.plot)
+    for placement, comparison in result["comparisons"].items():
+        print(
+            f"{placement}: shared/sidecar latency {comparison['shared_over_sidecar_latency']}, "
+            f"proxy CPU {comparison['shared_over_sidecar_proxy_cpu']}"
+        )
+    print(f"wrote {args.json} and {args.plot} ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
