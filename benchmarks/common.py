@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -135,6 +136,7 @@ def run_bounded(target, args: tuple, deadline: Deadline, on_event) -> str:
                     return f"the benchmark process died (exit code {child.exitcode})"
                 continue
             if kind == "_done":
+                child.join(30)  # let it flush and exit on its own
                 return ""
             if kind == "_error":
                 return data["message"]
@@ -149,6 +151,8 @@ def run_bounded(target, args: tuple, deadline: Deadline, on_event) -> str:
 
 
 def _bounded_child(target, args: tuple, events) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: the parent cleans up, the child just ends
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which then ends the child
     try:
         target(*args, lambda kind, data: events.put((kind, data)))
         events.put(("_done", {}))
