@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 APT_HASH := $(shell sha256sum requirements/apt.txt | cut -c1-16)
 PY_HASH  := $(shell cat pyproject.toml requirements/dev.txt requirements/constraints.txt | sha256sum | cut -c1-16)
 
-.PHONY: help deps lab test image clean-venv lab-down
+.PHONY: help deps lab test image clean-venv lab-down bench
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,19 @@ lab-down: deps  ## remove everything the lab created
 
 test: deps image  ## lint, unit, behaviour, molecule and lab end-to-end tests
 	tools/run-test-suite
+
+# Extra flags per benchmark, e.g. make bench BENCH_SCALE_FLAGS="--fractions 0.125,0.25 --max-seconds 600"
+BENCH_MEMORY_FLAGS ?=
+BENCH_SCALE_FLAGS  ?=
+BENCH_LAB_FLAGS    ?=
+bench: deps  ## run every benchmark: JSON in benchmarks/results, plots in docs/benchmarks (docs/benchmarks.md)
+	@status=0; \
+	python -m benchmarks.memory $(BENCH_MEMORY_FLAGS) || status=1; \
+	python -m benchmarks.compiler_scale $(BENCH_SCALE_FLAGS) || status=1; \
+	python -m benchmarks.playbook $(BENCH_LAB_FLAGS) || status=1; \
+	if [ -f benchmarks/latency.py ]; then python -m benchmarks.latency || status=1; \
+	else echo "benchmarks/latency.py is absent: skipping the latency and CPU benchmark"; fi; \
+	exit $$status
 
 clean-venv:
 	rm -rf $(VENV) $(STAMPS)

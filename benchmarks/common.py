@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import multiprocessing
@@ -158,3 +159,17 @@ def _bounded_child(target, args: tuple, events) -> None:
         events.put(("_done", {}))
     except Exception as exc:  # reported to the parent, which records it in the result
         events.put(("_error", {"message": f"{type(exc).__name__}: {exc}"}))
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM unwinds like Ctrl-C, so every cleanup (`finally`) runs."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -27,6 +27,7 @@ from benchmarks.common import (
     pyplot,
     run_bounded,
     save_figure,
+    sigterm_as_interrupt,
     write_json,
 )
 from benchmarks.generate import Sizes, add_size_arguments, sizes_from, write_state
@@ -175,6 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         "fractions": fractions,
         "runs": [],
     }
+    try:
+        with sigterm_as_interrupt():
+            run_all(result, fractions, sizes, args, deadline)
+    except KeyboardInterrupt:
+        print("compiler scale: interrupted; keeping the sizes measured so far", file=sys.stderr)
+        result["stopped"] = "interrupted"
+    write_json(args.out, result)
+    if any("one_node" in r for r in result["runs"]):
+        plot(result, Path(args.plot))
+    print(f"wrote {args.out} and {args.plot}")
+    return 0
+
+
+def run_all(
+    result: dict[str, Any], fractions: list[float], sizes: list[Sizes], args: argparse.Namespace, deadline: Deadline
+) -> None:
     for fraction, size in zip(fractions, sizes, strict=True):
         if deadline.passed():
             result["runs"].append({"sizes": size.__dict__, "complete": False, "stopped": "not started: no time left"})
@@ -184,11 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         run["fraction"] = fraction
         result["runs"].append(run)
         write_json(args.out, result)  # keep what is done even if a later size is interrupted
-    write_json(args.out, result)
-    if any("one_node" in r for r in result["runs"]):
-        plot(result, Path(args.plot))
-    print(f"wrote {args.out} and {args.plot}")
-    return 0
 
 
 if __name__ == "__main__":

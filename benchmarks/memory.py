@@ -38,6 +38,7 @@ from benchmarks.common import (
     pyplot,
     run_bounded,
     save_figure,
+    sigterm_as_interrupt,
     write_json,
 )
 from benchmarks.compiler_scale import bundle_sizes
@@ -49,7 +50,7 @@ from dpumesh.state import build_state
 
 NODE = "node-1"
 SPARE_NODE = "node-2"
-NETNS_PREFIX = "dpumesh-bench-"
+NETNS_PREFIX = "dpumesh-bench-mem-"  # + the creating process id: a later run removes what a killed one left
 READY_SECONDS = 120.0
 SETTLE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1
@@ -456,14 +457,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     remove_stale_namespaces()
     workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-memory-"))
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result.update(run(args, deadline, workdir, token))
+        with sigterm_as_interrupt():
+            result.update(run(args, deadline, workdir, token))
     except BenchError as exc:
         print(f"memory benchmark: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("memory benchmark: interrupted; every Envoy and network namespace it started is gone", file=sys.stderr)
+        return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
     if deadline.passed():
@@ -483,10 +486,6 @@ def _line(point: dict[str, Any]) -> str:
         for key in ("rss_kib", "pss_kib"):
             text += f", {key[:3]} {shared['memory'][key]} vs {sidecars['memory'][key]} KiB"
     return text
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
