@@ -93,18 +93,25 @@ def lock_held_by_caller() -> bool:
     return any((pid, inode) in holders for pid in callers)
 
 
-def hold_lab_lock() -> Any:
+def hold_lab_lock(wait: float) -> Any:
     """The shared lab lock, held until the returned file is closed; None when our caller holds it already."""
     handle = LAB_LOCK.open("a")
     if lock_held_by_caller():
         handle.close()
         return None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"waiting for {LAB_LOCK} (another lab user holds it)", flush=True)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
+    deadline, announced = time.monotonic() + wait, False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise DpumeshError(f"{LAB_LOCK} is still held by another lab user after {wait:.0f} s") from None
+            if not announced:
+                print(f"waiting up to {wait:.0f} s for {LAB_LOCK} (another lab user holds it)", flush=True)
+                announced = True
+            time.sleep(1)
 
 
 def check_no_foreign_lab() -> None:
@@ -644,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per case (default 8)")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests before each case (default 200)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
+    parser.add_argument("--lock-wait", type=float, default=900, help="seconds to wait for the lab lock (default 900)")
     parser.add_argument("--state", type=Path, default=STATE_DIR, help="lab state directory")
     parser.add_argument(
         "--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})"
@@ -661,8 +669,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"  # envoy for validating the sidecar configs
-    lock = hold_lab_lock()
+    lock = None
     try:
+        lock = hold_lab_lock(args.lock_wait)
         started = time.monotonic()
         cases = measure(args)
     except DpumeshError as exc:
