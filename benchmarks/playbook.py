@@ -38,6 +38,8 @@ from benchmarks.common import (
 
 LOCK = Path("/tmp/dpumesh-lab.lock")
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$")
+# ansible.posix.profile_tasks' summary: "role : task name ---------- 12.34s"
+TASK_TIME = re.compile(r"^(?P<task>\S.*?) -+ ?(?P<seconds>\d+\.\d+)s$")
 TARGET_RATIO = 0.4
 
 
@@ -62,6 +64,13 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return hosts
 
 
+def slowest_tasks(output: str, count: int = 10) -> list[dict[str, Any]]:
+    """The `count` slowest tasks of profile_tasks' summary (printed after the PLAY RECAP)."""
+    tail = output.rpartition("PLAY RECAP")[2]
+    tasks = [{"task": m["task"], "seconds": float(m["seconds"])} for m in map(TASK_TIME.match, tail.splitlines()) if m]
+    return sorted(tasks, key=lambda t: -t["seconds"])[:count]
+
+
 @contextlib.contextmanager
 def lab_lock(wait_seconds: float) -> Iterator[None]:
     with LOCK.open("a") as handle:
@@ -82,9 +91,12 @@ def lab_lock(wait_seconds: float) -> Iterator[None]:
 
 def run(command: list[str], timeout: float, log: Path) -> tuple[int, float, str]:
     """Exit code, wall seconds and output of `command` in the repository; killed as a group on timeout."""
+    env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}  # per-task times
     started = time.perf_counter()
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             code = process.wait(timeout=max(1.0, timeout))
         except BaseException:
@@ -121,7 +133,7 @@ def timed_make_lab(label: str, deadline: Deadline, logs: Path) -> dict[str, Any]
         raise BenchError(f"{label} `make lab` printed no PLAY RECAP (log {log})")
     changed = sum(h.get("changed", 0) for h in recap.values())
     print(f"  {seconds:.1f} s, changed={changed} over {len(recap)} hosts", flush=True)
-    return {"seconds": seconds, "changed": changed, "recap": recap}
+    return {"seconds": seconds, "changed": changed, "recap": recap, "slowest_tasks": slowest_tasks(output)}
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.playbook import parse_recap
+from benchmarks.playbook import parse_recap, slowest_tasks
 
 OUTPUT = """
 TASK [proxy : start] ************************************************************
@@ -27,3 +27,18 @@ def test_counts_per_host_of_the_last_recap():
 
 def test_no_recap_no_hosts():
     assert parse_recap("ERROR! the playbook could not be found") == {}
+
+
+def test_slowest_tasks_from_the_profile_summary():
+    summary = """
+Sunday 22 November 2026  05:43:21 +0000 (0:00:00.030)       0:01:03.120 *******
+===============================================================================
+lab : Make the lab match the state directory (nodes, pods, dataplane, proxies) -- 21.48s
+k8s_control_plane : Render manifests ----------------------------------- 3.02s
+Gathering Facts --------------------------------------------------------- 1.50s
+"""
+    tasks = slowest_tasks(OUTPUT + summary, count=2)
+    assert tasks == [
+        {"task": "lab : Make the lab match the state directory (nodes, pods, dataplane, proxies)", "seconds": 21.48},
+        {"task": "k8s_control_plane : Render manifests", "seconds": 3.02},
+    ]
