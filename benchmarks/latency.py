@@ -36,6 +36,7 @@ from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, compile_sidecar
 from dpumesh.dataplane.commands import run
+from dpumesh.dataplane.model import gateway_ip
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths, proxy, supervisor
 from dpumesh.lab.preflight import envoy_path, listening_ports
@@ -144,13 +145,6 @@ class LabPod:
     @property
     def netns(self) -> str:
         return paths.pod_netns(self.namespace, self.name)
-
-
-def gateway(state: ClusterState, node: str) -> str:
-    """The DPU's own address in the node's pod CIDR: the shared proxy's source address towards pods."""
-    import ipaddress
-
-    return str(next(ipaddress.ip_network(state.nodes[node].pod_cidr).hosts()))
 
 
 def meshed_variant(state_dir: Path, namespace: str, service_cidr: str) -> ClusterState:
@@ -293,13 +287,12 @@ class Sidecars:
             netns = paths.pod_netns(namespace, name)
             ports = [] if name == CLIENT else [SERVER_PORT]
             run(["nft", "-f", "-"], netns, stdin=capture_rules(self.mesh, ports))
-            log = (self.workdir / f"envoy-{namespace}-{name}.log").open("wb")
             argv = ["ip", "netns", "exec", netns, envoy_path(), "-c", str(root / "envoy" / "bootstrap.yaml")]
             argv += ["--disable-hot-restart", "--log-level", "warning", "--drain-time-s", "1"]
-            self.processes[key] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            log.close()
+            with (self.workdir / f"envoy-{namespace}-{name}.log").open("wb") as log:
+                self.processes[key] = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             self.proxies[key] = Proxy(f"sidecar {key}", netns, self.processes[key].pid, self.mesh.proxy.admin_port)
         for key, sidecar in self.proxies.items():
             self._wait_ready(key, sidecar)
@@ -336,9 +329,9 @@ class Sidecars:
 def serve_echo(config_path: str) -> None:
     """The lab's echo workload with TCP_NODELAY on its connections.
 
-    The lab's echo writes an answer's headers and body separately and leaves Nagle on, so a peer
-    that reuses one connection (every proxy's upstream pool) holds the body until its delayed ACK
-    (~40 ms): that would measure the kernel's ACK timer, not the path.
+    The lab's echo writes an answer's headers and body in two sends with Nagle on: on a connection
+    that is reused at once (a proxy's upstream pool) the body then waits for the peer's delayed ACK
+    (about 40 ms), and every proxied path would measure that timer instead of the proxies.
     """
     import socketserver
 
@@ -362,16 +355,17 @@ class Servers:
             path = self.workdir / f"echo-{pod.namespace}-{pod.name}.json"
             path.write_text(json.dumps(config))
             argv = ["ip", "netns", "exec", pod.netns, sys.executable, "-m", "benchmarks.latency", "--serve-echo"]
-            self.processes.append(
-                subprocess.Popen(
-                    [*argv, str(path)],
-                    cwd=ROOT,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=(self.workdir / f"echo-{pod.namespace}-{pod.name}.log").open("wb"),
-                    start_new_session=True,
+            with (self.workdir / f"echo-{pod.namespace}-{pod.name}.log").open("wb") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        [*argv, str(path)],
+                        cwd=ROOT,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        start_new_session=True,
+                    )
                 )
-            )
         deadline = time.monotonic() + 20
         for pod, process in zip(pods, self.processes, strict=True):
             while SERVER_PORT not in listening_ports(pod.netns):
@@ -415,7 +409,9 @@ def check_answer(bench: Bench, path: str, client: LabPod, server: LabPod, answer
         raise DpumeshError(
             f"{path}: {client.key} reached {answer.get('namespace')}/{answer.get('pod')}, not {server.key}"
         )
-    peer = {"direct": client.ip, "shared": gateway(bench.state, server.node), "sidecar": server.ip}[path]
+    # The shared proxy reaches pods from its DPU's gateway address; a sidecar from inside the pod.
+    peer = {"direct": client.ip, "shared": gateway_ip(bench.state.nodes[server.node].pod_cidr), "sidecar": server.ip}
+    peer = peer[path]
     if source != peer:
         raise DpumeshError(f"{path}: {server.key} saw the request come from {source}, expected {peer}")
     if path == "direct":
@@ -544,6 +540,7 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]], command: str) 
         },
         "environment": {
             "cpus": os.cpu_count(),
+            "cpu_time_resolution_s": 1 / os.sysconf("SC_CLK_TCK"),
             "envoy": envoy_version(),
             "load_generator": "benchmarks.load: Python asyncio, open loop, HTTP/1.1 keep-alive; the same for all paths",
             "note": "one run on a shared machine: absolute figures are noisy, compare the ratios",
@@ -613,13 +610,26 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 
-def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_state(state_dir: Path, mesh: MeshSettings) -> tuple[ClusterState, dict[str, LabPod]]:
+    """The lab state and its pods, checked before the lab is touched."""
+    from dpumesh.state import load_state
+
+    state = load_state(state_dir, mesh.service_cidr)
+    pods = {p.meta.key: LabPod(p.namespace, p.name, p.ip, p.node) for p in state.pods}
+    wanted = {
+        f"{ns}/{name}" for ns in NAMESPACES.values() for name in (CLIENT, *(f"{s}-0" for s in PLACEMENTS.values()))
+    }
+    if wanted - set(pods):
+        raise DpumeshError(f"{state_dir}: the benchmark needs pods {', '.join(sorted(wanted - set(pods)))}")
+    return state, pods
+
+
+def measure(
+    args: argparse.Namespace, mesh: MeshSettings, state: ClusterState, pods: dict[str, LabPod]
+) -> list[dict[str, Any]]:
     """Bring the lab up, run every case, and leave the lab down whatever happens."""
     import tempfile
 
-    from dpumesh.state import load_state
-
-    mesh = MeshSettings()
     check_no_foreign_lab()
     dpumesh("lab", "down")
     workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-latency-"))
@@ -628,9 +638,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         print(f"lab apply {args.state}", flush=True)
         dpumesh("lab", "apply", str(args.state))
-        state = load_state(args.state, mesh.service_cidr)
-        pods = {p.meta.key: LabPod(p.namespace, p.name, p.ip, p.node) for p in state.pods}
-        servers.start([p for p in pods.values() if p.name != CLIENT])
+        servers.start([pods[f"{ns}/{server}-0"] for ns in NAMESPACES.values() for server in PLACEMENTS.values()])
         sidecars = Sidecars(args.state, state, mesh, workdir)
         sidecars.start(NAMESPACES["sidecar"], SIDECAR_PODS)
         proxies = {**lab_proxies(state, mesh.proxy.admin_port), **sidecars.proxies}
@@ -671,12 +679,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"  # envoy for validating the sidecar configs
     lock = None
     try:
+        mesh = MeshSettings()
+        state, pods = bench_state(args.state, mesh)
         lock = hold_lab_lock(args.lock_wait)
         started = time.monotonic()
-        cases = measure(args)
+        cases = measure(args, mesh, state, pods)
     except DpumeshError as exc:
         print(f"latency: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("latency: interrupted; sidecars, servers and the lab were stopped", file=sys.stderr)
+        return 130
     finally:
         if lock is not None:
             lock.close()
