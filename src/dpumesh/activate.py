@@ -143,49 +143,67 @@ def activate(
     keep: int = 5,
     check: list[str] | None = None,
     health: HealthCheck | None = None,
+    bridges: list[tuple[str, str]] | None = None,
 ) -> dict:
     """Make the staged tree version `version`, point `current` at it, and check the proxy's health.
 
+    `bridges` are (version, staged tree) pairs made current, each checked, on the way (make before
+    break: e.g. new clusters before the routes that use them); they are removed afterwards.
     Returns {"changed", "current", "previous", "error", "rolled_back"}; on a validation error nothing
     moves; when `health` finds a problem `current` goes back to the version before.
     """
     os.makedirs(os.path.join(root, VERSIONS), exist_ok=True)
     before = current_version(root)
-    target = os.path.join(root, VERSIONS, version)
+    steps = [*(bridges or []), (version, staged)]
     unchanged = {"changed": False, "current": before, "previous": before, "error": None, "rolled_back": False}
-    if before == version and os.path.isdir(target):
-        shutil.rmtree(staged, ignore_errors=True)
+    if before == version and os.path.isdir(os.path.join(root, VERSIONS, version)):
+        _discard(steps)
         return unchanged
-    error = validate(staged, check)
-    if error:
-        shutil.rmtree(staged, ignore_errors=True)
-        return {**unchanged, "error": error}
-    if os.path.isdir(target):
-        shutil.rmtree(staged, ignore_errors=True)  # a version id names its content: the old copy is identical
-    else:
-        os.replace(staged, target)
+    for step_version, step_staged in steps:
+        error = validate(step_staged, check)
+        if error:
+            _discard(steps)
+            return {**unchanged, "error": error if step_version == version else f"bridge {step_version}: {error}"}
+    for step_version, step_staged in steps:
+        target = os.path.join(root, VERSIONS, step_version)
+        if os.path.isdir(target):
+            shutil.rmtree(step_staged, ignore_errors=True)  # a version id names its content: the copy is identical
+        else:
+            os.replace(step_staged, target)
+    for step_version, _ in steps:
+        _point(root, "current", step_version)
+        problem = health(step_version) if health else None
+        if problem:
+            problem += "" if step_version == version else f" (at bridge {step_version})"
+            return _refuse_after_swap(root, [v for v, _ in steps], before, problem, health)
+    for step_version, _ in steps[:-1]:
+        shutil.rmtree(os.path.join(root, VERSIONS, step_version), ignore_errors=True)
     if before is not None:
         _point(root, "previous", before)
-    _point(root, "current", version)
-    problem = health(version) if health else None
-    if problem:
-        return _refuse_after_swap(root, version, before, problem, health)
     prune(root, keep)
     return {"changed": True, "current": version, "previous": before, "error": None, "rolled_back": False}
 
 
-def _refuse_after_swap(root: str, version: str, before: str | None, problem: str, health: HealthCheck) -> dict:
-    """Put `before` back as current, drop `version`, and say why."""
+def _discard(steps: list[tuple[str, str]]) -> None:
+    for _, staged in steps:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _refuse_after_swap(root: str, versions: list[str], before: str | None, problem: str, health: HealthCheck) -> dict:
+    """Put `before` back as current, drop `versions` (the new one last, bridges before it), and say why."""
+    version = versions[-1]
     error = f"version {version} failed its health check: {problem}"
     if before is None:
-        return {"changed": True, "current": version, "previous": None, "error": error, "rolled_back": False}
+        return {
+            "changed": True,
+            "current": current_version(root),
+            "previous": None,
+            "error": error,
+            "rolled_back": False,
+        }
     _point(root, "current", before)
-    shutil.rmtree(os.path.join(root, VERSIONS, version), ignore_errors=True)
-    older = [v for v in _versions_by_age(root) if v != before]
-    if older:
-        _point(root, "previous", older[-1])
-    elif os.path.islink(os.path.join(root, "previous")):
-        os.unlink(os.path.join(root, "previous"))
+    for dropped in versions:
+        shutil.rmtree(os.path.join(root, VERSIONS, dropped), ignore_errors=True)
     again = health(before)
     error += f"; rolled back to {before}" + (f", which is not healthy either: {again}" if again else "")
     return {"changed": True, "current": before, "previous": before, "error": error, "rolled_back": True}

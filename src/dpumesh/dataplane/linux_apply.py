@@ -25,8 +25,12 @@ from dpumesh.dataplane.linux import (
 from dpumesh.errors import DpumeshError
 
 
-def apply_linux(dp: LinuxDataplane, netns: str | None = None) -> list[str]:
-    """Make `netns` match `dp`; returns what was changed (empty when it already matched)."""
+def apply_linux(dp: LinuxDataplane, netns: str | None = None, prune: bool = True) -> list[str]:
+    """Make `netns` match `dp`; returns what was changed (empty when it already matched).
+
+    With prune=False the routes and neighbours of pods `dp` no longer has stay, so pods on their way
+    out keep answering until the proxies stop sending them requests; a later apply removes them.
+    """
     missing = [r for r in dp.representors if not _link_exists(r, netns)]
     if missing:
         raise DpumeshError(f"node {dp.node}: VF representors {', '.join(missing)} do not exist")
@@ -34,8 +38,8 @@ def apply_linux(dp: LinuxDataplane, netns: str | None = None) -> list[str]:
     changes += _apply_sysctls(dp, netns)
     changes += _apply_gateway(dp, netns)
     changes += _apply_vxlan(dp, netns)
-    changes += _apply_neighbours(dp, netns)
-    changes += _apply_routes(dp, netns)
+    changes += _apply_neighbours(dp, netns, prune)
+    changes += _apply_routes(dp, netns, prune)
     changes += _apply_rules(dp, netns)
     changes += _apply_ruleset(dp, netns)
     return changes
@@ -121,7 +125,7 @@ def _apply_fdb(dp: LinuxDataplane, netns: str | None) -> list[str]:
     return changed
 
 
-def _apply_neighbours(dp: LinuxDataplane, netns: str | None) -> list[str]:
+def _apply_neighbours(dp: LinuxDataplane, netns: str | None, prune: bool = True) -> list[str]:
     devices = set(dp.representors) | ({VXLAN_DEVICE} if dp.vxlan else set())
     have = {
         (n["dst"], n.get("lladdr", ""), n["dev"])
@@ -130,7 +134,7 @@ def _apply_neighbours(dp: LinuxDataplane, netns: str | None) -> list[str]:
     }
     want = {(n.ip, n.mac, n.dev) for n in dp.neighbours}
     changed = []
-    for ip, _mac, dev in sorted(have - want):
+    for ip, _mac, dev in sorted(have - want if prune else ()):
         run(["ip", "neigh", "del", ip, "dev", dev], netns)
         changed.append(f"removed neighbour {ip} on {dev}")
     for ip, mac, dev in sorted(want - have):
@@ -157,13 +161,13 @@ def _wanted_key(route: Route, dev_of_gateway: dict[str, str]) -> tuple[str, str,
     return (str(route.table), route.type, route.dst, route.via, dev, route.src, route.onlink)
 
 
-def _apply_routes(dp: LinuxDataplane, netns: str | None) -> list[str]:
+def _apply_routes(dp: LinuxDataplane, netns: str | None, prune: bool = True) -> list[str]:
     have = {_route_key(r): r for r in ip_json(["route", "show", "table", "all", "proto", str(ROUTE_PROTOCOL)], netns)}
     gateways = {r.via for r in dp.routes if r.via and not r.dev}
     dev_of_gateway = {gw: _route_dev(gw, netns) for gw in gateways}
     want = {_wanted_key(r, dev_of_gateway): r for r in dp.routes}
     changed = []
-    for key in sorted(set(have) - set(want)):
+    for key in sorted(set(have) - set(want) if prune else ()):
         table, type_, dst, *_ = key
         run(["ip", "route", "del", type_, dst, "table", table, "proto", str(ROUTE_PROTOCOL)], netns)
         changed.append(f"removed route {dst} (table {table})")

@@ -109,9 +109,10 @@ def lab_apply(
     _check_proxy_ports(plan, mesh, programs)
 
     wanted_pods = {p.key: p for p in plan.pods}
+    # Pods that move are rebuilt now; pods that go keep running until no proxy sends them requests.
+    leaving = {key: record for key, record in old.get("pods", {}).items() if key not in wanted_pods}
     for key, record in sorted(old.get("pods", {}).items()):
-        pod = wanted_pods.get(key)
-        if pod is None or pod.hardware != record:
+        if key in wanted_pods and wanted_pods[key].hardware != record:
             result.changes += hardware.remove_pod_hardware(record["netns"], record["node"], record["representor"])
     wanted_nodes = {n.name for n in plan.nodes}
     for node in sorted(set(old.get("nodes", {})) - wanted_nodes):
@@ -125,7 +126,7 @@ def lab_apply(
         result.changes += hardware.ensure_pod(pod)
     for node in plan.nodes:
         dataplane = render_linux(node.steering)
-        result.changes += [f"{node.name}: {c}" for c in apply_linux(dataplane, node.netns)]
+        result.changes += [f"{node.name}: {c}" for c in apply_linux(dataplane, node.netns, prune=not leaving)]
 
     for node in plan.nodes:
         identities = sorted({(p.namespace, p.service_account) for p in state.pods if p.node == node.name and p.meshed})
@@ -135,12 +136,14 @@ def lab_apply(
     proxies = {proxy.program_name(n.name) for n in plan.nodes}
     wanted_programs = {name: spec for name, spec in supervisor.current_programs().items() if name in proxies}
     wanted_programs |= {_echo_name(p): _echo_program(p) for p in plan.pods}
+    leaving_names = {_echo_name_of(key) for key in leaving}
+    leaving_programs = {n: s for n, s in supervisor.current_programs().items() if n in leaving_names}
     if {n: s for n, s in supervisor.current_programs().items() if n not in proxies} != {
         n: s for n, s in wanted_programs.items() if n not in proxies
     }:
         result.changes.append("updated supervised programs")
     supervisor.ensure_supervisor()
-    supervisor.set_programs(wanted_programs)
+    supervisor.set_programs(wanted_programs | leaving_programs)
     supervisor.wait_for_programs({_echo_name(p) for p in plan.pods})
     _wait_for_workloads(plan.pods)
 
@@ -155,6 +158,12 @@ def lab_apply(
         version = current_version(str(paths.proxy_dir(node.name))) or ""
         records[node.name] = {"netns": node.netns, "fabric_ip": node.fabric_ip, "version": version, "envoy": runs}
         result.versions[node.name] = version
+    if leaving:
+        supervisor.set_programs({n: s for n, s in supervisor.current_programs().items() if n not in leaving_programs})
+        for record in leaving.values():
+            result.changes += hardware.remove_pod_hardware(record["netns"], record["node"], record["representor"])
+        for node in plan.nodes:
+            result.changes += [f"{node.name}: {c}" for c in apply_linux(render_linux(node.steering), node.netns)]
     _save_lab_state(
         {
             "state_dir": str(Path(state_dir).resolve()),
@@ -162,7 +171,7 @@ def lab_apply(
             "nodes": records,
             "pods": {p.key: p.hardware for p in plan.pods},
             "admin_port": mesh.proxy.admin_port,
-            "envoy": envoy,
+            "envoy": old.get("envoy", envoy) if failures else envoy,  # what the next apply aims for
         }
     )
     if failures:
@@ -222,7 +231,12 @@ def _check_proxy_ports(plan: LabPlan, mesh: MeshSettings, programs: dict[str, An
 
 
 def _echo_name(pod: PodPlan) -> str:
-    return f"echo-{pod.namespace}-{pod.name}"
+    return _echo_name_of(pod.key)
+
+
+def _echo_name_of(key: str) -> str:
+    namespace, name = key.split("/", 1)
+    return f"echo-{namespace}-{name}"
 
 
 def _echo_program(pod: PodPlan) -> dict[str, Any]:

@@ -10,13 +10,16 @@ listening sockets.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
 from dpumesh.activate import HealthCheck, activate, proxy_health
 from dpumesh.activate import served_versions as parse_served_versions
+from dpumesh.bridges import bridges, read_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import NodeBundle
 from dpumesh.dataplane.commands import run
@@ -25,6 +28,7 @@ from dpumesh.lab import paths, supervisor
 from dpumesh.lab.plan import PodPlan
 
 HEALTH_TIMEOUT = 30.0
+DRAIN_SECONDS = 5
 
 
 def ca_dir() -> Path:
@@ -37,14 +41,22 @@ def write_certs(node: str, trust_domain: str, identities: list[tuple[str, str]])
 
 
 def activate_config(node: str, bundle: NodeBundle, health: HealthCheck) -> dict:
-    """Stage the bundle next to the node's versions, swap `current` to it and check the proxy serves it."""
+    """Stage the bundle next to the node's versions, swap `current` to it (through make-before-break
+    bridges when clusters come or go) and check the proxy serves each step."""
     root = paths.proxy_dir(node)
     root.mkdir(parents=True, exist_ok=True)
+    current = root / "current"
+    steps = bridges(read_tree(current), bundle.files, bundle.version) if current.is_dir() else []
+    staged = [(version, _stage(root, files)) for version, files in steps]
+    return activate(str(root), _stage(root, bundle.files), bundle.version, health=health, bridges=staged)
+
+
+def _stage(root: Path, files: dict[str, bytes]) -> str:
     staged = Path(tempfile.mkdtemp(prefix=".staged-", dir=root))
-    for rel, data in bundle.files.items():
+    for rel, data in files.items():
         (staged / rel).parent.mkdir(parents=True, exist_ok=True)
         (staged / rel).write_bytes(data)
-    return activate(str(root), str(staged), bundle.version, health=health)
+    return str(staged)
 
 
 def bootstrap_path(node: str) -> Path:
@@ -70,7 +82,9 @@ def envoy_program(node: str, admin_port: int, envoy: str) -> dict:
     namespace = f"{netns}/{_netns_inode(netns)}"
     argv = ["ip", "netns", "exec", netns, envoy, "-c", str(bootstrap)]
     argv += ["--base-id", str(base_id(node)), "--restart-epoch", "{epoch}"]
-    argv += ["--log-level", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2"]
+    # Drained listeners and filter chains (config updates, hot restart) finish their requests for this long.
+    argv += ["--log-level", "warning", "--drain-time-s", str(DRAIN_SECONDS)]
+    argv += ["--parent-shutdown-time-s", str(DRAIN_SECONDS + 3)]
     incarnation = hashlib.sha256(bootstrap.read_bytes()).hexdigest()[:16] + f"/{namespace}"
     return {
         "argv": argv,
@@ -101,12 +115,33 @@ def envoy_health(node: str, admin_port: int, envoy: str, probe: list[str] | None
     def check(version: str) -> str | None:
         try:
             run_envoy(node, admin_port, envoy)
+            _wait_for_epoch(node, admin_port)
         except DpumeshError as exc:
             return f"{exc} (see {paths.logs_dir() / f'envoy-{node}.log'})"
         admin = f"http://127.0.0.1:{admin_port}"
         return proxy_health(version, admin, paths.dpu_netns(node), probe, HEALTH_TIMEOUT)
 
     return check
+
+
+def _wait_for_epoch(node: str, admin_port: int) -> None:
+    """Until the admin port answers from the generation the supervisor started last (not a draining one)."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    started = supervisor.program_status().get(program_name(node), {})
+    while True:
+        status = supervisor.program_status().get(program_name(node), {})
+        if status.get("restarts") != started.get("restarts"):
+            raise DpumeshError(f"dpu-proxy of {node} exited (code {status.get('last_exit')}) while starting")
+        epoch = status.get("epoch")
+        try:
+            info = json.loads(admin_get(node, admin_port, "/server_info"))
+            if info["command_line_options"]["restart_epoch"] == epoch:
+                return
+        except (DpumeshError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise DpumeshError(f"dpu-proxy of {node}: epoch {epoch} does not answer on the admin port")
+        time.sleep(0.1)
 
 
 def probe_command(node: str, pods: list[PodPlan], bundle: NodeBundle) -> list[str] | None:

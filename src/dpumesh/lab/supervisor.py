@@ -91,6 +91,8 @@ class _Child:
         self.reap()
         # The next epoch while an older generation runs (it hands over its sockets), else a fresh start.
         self.epoch = max(d.epoch for d in self.draining) + 1 if self.draining else 0
+        for old in self.draining:  # it must outlive the handover to this generation
+            old.until = time.monotonic() + DRAIN_LIMIT
         log_path = Path(self.spec["log"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.log:
@@ -117,10 +119,11 @@ class _Child:
         self.start(name)
 
     def reap(self) -> None:
-        """Forget drained generations that exited; kill those that outstay DRAIN_LIMIT."""
+        """Forget drained generations that exited; kill those that outstay DRAIN_LIMIT once a new one runs."""
         now = time.monotonic()
+        taken_over = self.process is not None and self.process.poll() is None
         for old in list(self.draining):
-            if old.process.poll() is None and now > old.until:
+            if old.process.poll() is None and now > old.until and taken_over:
                 _kill(old.process)
             if old.process.poll() is not None:
                 self.draining.remove(old)
@@ -288,11 +291,19 @@ def wait_for_programs(names: set[str], timeout: float = 20.0) -> dict[str, dict[
     """Status of `names` once each runs the current spec (DpumeshError after `timeout`)."""
     deadline = time.monotonic() + timeout
     wanted = _read_json(programs_file(), {})
+    restarts: dict[str, int] = {}
     while True:
         status = program_status()
         ready = {n for n in names if _runs_spec(status.get(n, {}), wanted[n])}
         if ready == names:
             return status
+        for name in names - ready:  # exiting again after a restart is not a start-up delay
+            info = status.get(name, {})
+            if info.get("spec_argv") == wanted[name]["argv"] and info.get("state") == "backoff":
+                first = restarts.setdefault(name, info.get("restarts", 0))
+                if info.get("restarts", 0) > first:
+                    log = wanted[name]["log"]
+                    raise DpumeshError(f"{name} keeps exiting (last exit {info.get('last_exit')}; see {log})")
         if time.monotonic() > deadline:
             late = ", ".join(sorted(names - ready))
             raise DpumeshError(f"lab programs not running after {timeout:.0f} s: {late} (logs in {logs_dir()})")
@@ -300,9 +311,9 @@ def wait_for_programs(names: set[str], timeout: float = 20.0) -> dict[str, dict[
 
 
 def _runs_spec(status: dict[str, Any], spec: dict[str, Any]) -> bool:
-    """The program runs `spec` and no older hot-restart generation of it is left."""
+    """The program runs `spec` (older hot-restart generations may still be draining)."""
     same = status.get("spec_argv") == spec["argv"] and status.get("env") == spec.get("env", {})
-    return same and status.get("state") == "running" and not status.get("draining")
+    return same and status.get("state") == "running"
 
 
 def stop_supervisor(timeout: float = 30.0) -> None:
