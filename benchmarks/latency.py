@@ -115,9 +115,10 @@ def hold_lab_lock(wait: float) -> Any:
             time.sleep(1)
 
 
-def check_no_foreign_lab() -> None:
-    """A lab supervisor of another runtime directory would fight ours over the same namespaces."""
+def foreign_supervisors() -> list[int]:
+    """Lab supervisors of other runtime directories (DPUMESH_LAB_DIR): they would fight ours over the namespaces."""
     ours = supervisor.supervisor_pid()
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == ours:
             continue
@@ -126,9 +127,20 @@ def check_no_foreign_lab() -> None:
         except OSError:
             continue
         if b"dpumesh.lab.supervisor" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def check_no_foreign_lab(grace: float = 30.0) -> None:
+    """Give a lab that is being brought down `grace` seconds to go; refuse to start while another runs."""
+    deadline = time.monotonic() + grace
+    while found := foreign_supervisors():
+        if time.monotonic() > deadline:
+            pids = ", ".join(map(str, found))
             raise DpumeshError(
-                f"a lab supervisor of another lab directory runs (pid {entry.name}); bring that lab down first"
+                f"a lab supervisor of another lab directory runs (pid {pids}); bring that lab down first"
             )
+        time.sleep(1)
 
 
 @dataclass(frozen=True)
