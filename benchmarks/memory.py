@@ -51,13 +51,17 @@ from dpumesh.state import build_state
 NODE = "node-1"
 SPARE_NODE = "node-2"
 NETNS_PREFIX = "dpumesh-bench-mem-"  # + the creating process id: a later run removes what a killed one left
-READY_SECONDS = 120.0
+READY_SECONDS = 600.0  # a shared config of tens of MB takes minutes to load on a busy machine
 SETTLE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1
 
 
 class BenchError(RuntimeError):
     """The benchmark could not measure (an Envoy refused its config, never got ready, ...)."""
+
+
+class OutOfTime(BenchError):
+    """--max-seconds passed: what is measured so far is kept."""
 
 
 # -- the cluster -----------------------------------------------------------------------------------
@@ -204,8 +208,10 @@ def loaded(proxy: Proxy, stats: dict[str, int]) -> bool:
 def wait_loaded(proxies: list[Proxy], deadline: Deadline) -> dict[str, dict[str, int]]:
     waiting = {p.label: p for p in proxies}
     final: dict[str, dict[str, int]] = {}
-    give_up = time.monotonic() + min(READY_SECONDS, max(1.0, deadline.left()))
+    give_up = time.monotonic() + READY_SECONDS
     while waiting:
+        if deadline.passed():
+            raise OutOfTime(f"--max-seconds {deadline.seconds:g} reached while Envoys were loading")
         for label, proxy in list(waiting.items()):
             if proxy.process is not None and proxy.process.poll() is not None:
                 log = (proxy.root / "envoy.log").read_text(errors="replace")[-1500:]
@@ -298,53 +304,64 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path, token: str)
     cluster["virtual_services"] = cluster["destination_rules"] = args.services // 5
     result: dict[str, Any] = {"cluster": cluster, "points": []}
     for n in ns_values:
-        if deadline.passed():
-            break
         entry = compiled["shared"][n]
-        shared = Proxy(f"shared-{n}", Path(entry["root"]), f"{NETNS_PREFIX}{token}-shared", entry["stats"])
-        print(f"N={n}: shared proxy", flush=True)
-        try:
-            start(shared, args.concurrency)
-            memory = measure_running([shared], wait_loaded([shared], deadline))
-        finally:
-            stop([shared])
-        sidecar_bytes = sum(s["envoy_bytes"] for s in compiled["sidecars"][:n])
+        sidecars = compiled["sidecars"][:n]
         result["points"].append(
             {
                 "n": n,
-                "shared": {"memory": memory["total"], "envoy_bytes": entry["envoy_bytes"], "stats": entry["stats"],
-                           "compile_seconds": entry["seconds"]},
-                "sidecars": {"envoy_bytes": sidecar_bytes,
-                             "clusters": sum(s["stats"]["clusters"] for s in compiled["sidecars"][:n])},
+                "shared": {
+                    "envoy_bytes": entry["envoy_bytes"],
+                    "stats": entry["stats"],
+                    "compile_seconds": entry["seconds"],
+                },
+                "sidecars": {
+                    "envoy_bytes": sum(s["envoy_bytes"] for s in sidecars),
+                    "clusters": sum(s["stats"]["clusters"] for s in sidecars),
+                    "compile_seconds": sum(s["seconds"] for s in sidecars),
+                },
             }
-        )  # fmt: skip
+        )
+    try:
+        measure_envoys(result["points"], compiled, args.concurrency, deadline, token)
+    except OutOfTime as exc:
+        result["stopped"] = str(exc)
+    result["complete"] = all("memory" in p["sidecars"] and "memory" in p["shared"] for p in result["points"])
+    result["size_by_services"] = size_sweep(args, deadline, workdir)
+    return result
+
+
+def measure_envoys(
+    points: list[dict[str, Any]], compiled: dict[str, Any], concurrency: int, deadline, token: str
+) -> None:
+    """Fill in each point's memory: the shared Envoy alone, then N sidecar Envoys running together."""
+    for point in points:
+        entry = compiled["shared"][point["n"]]
+        shared = Proxy(f"shared-{point['n']}", Path(entry["root"]), f"{NETNS_PREFIX}{token}-shared", entry["stats"])
+        print(f"N={point['n']}: shared proxy", flush=True)
+        try:
+            start(shared, concurrency)
+            point["shared"]["memory"] = measure_running([shared], wait_loaded([shared], deadline))["total"]
+        finally:
+            stop([shared])
     running: list[Proxy] = []
     try:
-        for point in result["points"]:
+        for point in points:
             n = point["n"]
-            if deadline.passed():
-                break
             print(f"N={n}: {n} sidecar proxies", flush=True)
             batch = []
             for index in range(len(running), n):
                 entry = compiled["sidecars"][index]
-                proxy = Proxy(
-                    f"sidecar-{index}", Path(entry["root"]), f"{NETNS_PREFIX}{token}-s{index}", entry["stats"]
-                )
+                label, netns = f"sidecar-{index}", f"{NETNS_PREFIX}{token}-s{index}"
+                proxy = Proxy(label, Path(entry["root"]), netns, entry["stats"])
                 running.append(proxy)
                 batch.append(proxy)
-                start(proxy, args.concurrency)
+                start(proxy, concurrency)
             wait_loaded(batch, deadline)
             memory = measure_running(running, {p.label: manager_stats(p) for p in running})
             point["sidecars"]["memory"] = memory["total"]
             point["sidecars"]["per_proxy_rss_kib"] = [p["rss_kib"] for p in memory["proxies"]]
     finally:
         stop(running)
-    result["complete"] = all("memory" in p["sidecars"] for p in result["points"]) and len(result["points"]) == len(
-        ns_values
-    )
-    result["size_by_services"] = size_sweep(args, deadline, workdir)
-    return result
 
 
 def size_sweep(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> list[dict[str, Any]]:
@@ -381,7 +398,7 @@ def size_sweep(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> l
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
-    points = [p for p in result["points"] if "memory" in p["sidecars"]]
+    points = [p for p in result["points"] if "memory" in p["sidecars"] and "memory" in p["shared"]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     mem, size, sweep = axes
     ns = [p["n"] for p in points]
@@ -482,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
 def _line(point: dict[str, Any]) -> str:
     shared, sidecars = point["shared"], point["sidecars"]
     text = f"N={point['n']}: config {shared['envoy_bytes']} vs {sidecars['envoy_bytes']} bytes"
-    if "memory" in sidecars:
+    if "memory" in sidecars and "memory" in shared:
         for key in ("rss_kib", "pss_kib"):
             text += f", {key[:3]} {shared['memory'][key]} vs {sidecars['memory'][key]} KiB"
     return text
