@@ -1,0 +1,134 @@
+"""Markdown tables of the results in benchmarks/results, for docs/benchmarks.md.
+
+python -m benchmarks.report [memory|compiler_scale|playbook ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS_DIR
+
+
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.1f}"
+
+
+def _kib_to_mib(kib: float) -> str:
+    return f"{kib / 1024:.0f}"
+
+
+def _less(shared: float, sidecars: float) -> str:
+    return f"{(1 - shared / sidecars):.0%}" if sidecars else "—"
+
+
+def _machine(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    return (
+        f"Measured on {m['nproc']} cores, {m['cpu_model']}, {m['memory_total_kib'] // 2**20} GiB, Envoy "
+        f"{m['envoy_version']}, commit `{m['git_commit'][:12]}`, load average {m['load_average'][0]} at the start "
+        f"({m['started_utc']}); command `{result['command'].strip()}`."
+    )
+
+
+def memory(result: dict[str, Any]) -> str:
+    lines = [
+        "| N pods | shared config | N sidecar configs | smaller by | shared RSS | sidecars' RSS | less | shared PSS "
+        "| sidecars' PSS | less | clusters shared / summed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in result["points"]:
+        shared, side = p["shared"], p["sidecars"]
+        ratio = f"{side['envoy_bytes'] / shared['envoy_bytes']:.2f}x"
+        row = [str(p["n"]), f"{_mib(shared['envoy_bytes'])} MiB", f"{_mib(side['envoy_bytes'])} MiB", ratio]
+        if "memory" in shared and "memory" in side:
+            for key in ("rss_kib", "pss_kib"):
+                a, b = shared["memory"][key], side["memory"][key]
+                row += [f"{_kib_to_mib(a)} MiB", f"{_kib_to_mib(b)} MiB", _less(a, b)]
+        else:
+            row += ["not measured"] * 6
+        row.append(f"{shared['stats']['clusters']} / {side['clusters']}")
+        lines.append("| " + " | ".join(row) + " |")
+    sweep = result.get("size_by_services") or []
+    if sweep:
+        lines += [
+            "",
+            "| services | N | shared config | N sidecar configs | smaller by |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in sweep:
+            ratio = r["sidecars_envoy_bytes"] / r["shared_envoy_bytes"]
+            lines.append(
+                f"| {r['services']} | {r['n']} | {_mib(r['shared_envoy_bytes'])} MiB | "
+                f"{_mib(r['sidecars_envoy_bytes'])} MiB | {ratio:.2f}x |"
+            )
+    return "\n".join([*lines, "", _machine(result)])
+
+
+def compiler_scale(result: dict[str, Any]) -> str:
+    lines = [
+        "| services | pods | nodes | VS / DR | load | one node (best) | node-1 Envoy config | all nodes | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["runs"]:
+        s = r["sizes"]
+        one = r.get("one_node")
+        summary = r.get("node_summary")
+        all_nodes = f"{r['all_nodes']['seconds']:.1f} s" if "all_nodes" in r else "not run"
+        if summary and "all_nodes" not in r:
+            all_nodes = f"stopped after {summary['compiled']} of {summary['of']} ({summary['seconds_sum']:.0f} s)"
+        lines.append(
+            f"| {s['services']} | {s['pods']} | {s['nodes']} | {s['virtual_services']} / {s['destination_rules']} | "
+            + (f"{r['load']['seconds']:.1f} s" if "load" in r else "—")
+            + " | "
+            + (
+                f"{one['best_seconds']:.1f} s | {_mib(one['envoy_bytes'])} MiB"
+                if one
+                else f"{r.get('stopped', '—')} | —"
+            )
+            + f" | {all_nodes} | "
+            + (f"{r['peak_rss_kib'] // 1024} MiB" if "peak_rss_kib" in r else "—")
+            + " |"
+        )
+    return "\n".join([*lines, "", _machine(result)])
+
+
+def playbook(result: dict[str, Any]) -> str:
+    first, second = result["first"], result["second"]
+    lines = [
+        "| run | wall time | changed (all hosts) |",
+        "| --- | --- | --- |",
+        f"| first (after `dpumesh lab down`) | {first['seconds']:.1f} s | {first['changed']} |",
+        f"| second (idempotent) | {second['seconds']:.1f} s | {second['changed']} |",
+        "",
+        f"Second run: {result['ratio']:.0%} of the first (target ≤ 40 %).",
+    ]
+    slow = first.get("slowest_tasks") or []
+    if slow:
+        lines += ["", "Slowest tasks of the first run:", "", "| task | s |", "| --- | --- |"]
+        lines += [f"| {t['task']} | {t['seconds']:.1f} |" for t in slow[:5]]
+    return "\n".join([*lines, "", _machine(result)])
+
+
+REPORTS = {"memory": memory, "compiler_scale": compiler_scale, "playbook": playbook}
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = (argv if argv is not None else sys.argv[1:]) or list(REPORTS)
+    for name in names:
+        if name not in REPORTS:
+            print(f"unknown benchmark {name!r} (known: {', '.join(REPORTS)})", file=sys.stderr)
+            return 2
+        path = Path(RESULTS_DIR) / f"{name}.json"
+        if not path.exists():
+            print(f"<!-- {name}: no result yet ({path}) -->\n")
+            continue
+        print(f"<!-- {name} -->\n{REPORTS[name](json.loads(path.read_text()))}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
