@@ -158,7 +158,11 @@ def lab_apply(
         version = current_version(str(paths.proxy_dir(node.name))) or ""
         records[node.name] = {"netns": node.netns, "fabric_ip": node.fabric_ip, "version": version, "envoy": runs}
         result.versions[node.name] = version
-    if leaving:
+    if failures:  # a node back on its old config may still send them requests: they go next time
+        wanted_pods_record = {**leaving, **{p.key: p.hardware for p in plan.pods}}
+    else:
+        wanted_pods_record = {p.key: p.hardware for p in plan.pods}
+    if leaving and not failures:
         supervisor.set_programs({n: s for n, s in supervisor.current_programs().items() if n not in leaving_programs})
         for record in leaving.values():
             result.changes += hardware.remove_pod_hardware(record["netns"], record["node"], record["representor"])
@@ -169,7 +173,7 @@ def lab_apply(
             "state_dir": str(Path(state_dir).resolve()),
             "network_mode": plan.network_mode,
             "nodes": records,
-            "pods": {p.key: p.hardware for p in plan.pods},
+            "pods": wanted_pods_record,
             "admin_port": mesh.proxy.admin_port,
             "envoy": old.get("envoy", envoy) if failures else envoy,  # what the next apply aims for
         }
