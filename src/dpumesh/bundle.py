@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,8 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
+from dpumesh.configfile import load_config
 from dpumesh.errors import DpumeshError
 
 
@@ -29,7 +29,7 @@ def validation_bootstrap(staged: Path, config_dir: str) -> dict:
 
     def load(rel: str) -> dict:
         text = (staged / rel).read_text().replace(config_dir, str(staged / "envoy"))
-        return yaml.safe_load(text)
+        return load_config(text)
 
     boot = load("envoy/bootstrap.yaml")
     boot.pop("dynamic_resources", None)
@@ -43,8 +43,8 @@ def validation_bootstrap(staged: Path, config_dir: str) -> dict:
 
 def validate_with_envoy(staged: Path, config_dir: str) -> None:
     """Run the real `envoy --mode validate` on a staged bundle; raise with Envoy's reason if it refuses."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(validation_bootstrap(staged, config_dir), handle)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(validation_bootstrap(staged, config_dir), handle)
     try:
         result = subprocess.run(
             [envoy_binary(), "--mode", "validate", "-c", handle.name, "-l", "critical"],

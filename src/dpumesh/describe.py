@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-import yaml
 
 
 def _routes(vhost: dict[str, Any]) -> list[str]:
@@ -33,10 +30,9 @@ def _routes(vhost: dict[str, Any]) -> list[str]:
     return lines
 
 
-def describe(files: dict[str, bytes]) -> str:
+def describe(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], steering: dict[str, Any]) -> str:
     out: list[str] = []
-    lds = yaml.safe_load(files["envoy/lds.yaml"])["resources"]
-    for listener in lds:
+    for listener in listeners:
         out.append(f"listener {listener['name']}")
         for chain in listener.get("filter_chains", []):
             out.append(f"  chain {chain['name']}")
@@ -47,7 +43,7 @@ def describe(files: dict[str, bytes]) -> str:
                     out.extend(_routes(vh))
                 if "cluster" in cfg:
                     out.append(f"    tcp -> {cfg['cluster']}")
-    for c in yaml.safe_load(files["envoy/cds.yaml"])["resources"]:
+    for c in clusters:
         eps = [
             f"{e['endpoint']['address']['socket_address']['address']}:{e['endpoint']['address']['socket_address']['port_value']}"
             for group in (c.get("load_assignment") or {}).get("endpoints", [])
@@ -55,7 +51,6 @@ def describe(files: dict[str, bytes]) -> str:
         ]
         tls = "mtls" if "transport_socket" in c else ("auto-mtls" if "transport_socket_matches" in c else "plain")
         out.append(f"cluster {c['name']} {c.get('type', '')} {c.get('lb_policy', '')} {tls} [{' '.join(eps)}]")
-    steering = json.loads(files["steering.json"])
     for pod in steering["pods"]:
         state = "meshed" if pod["meshed"] else "bypass"
         out.append(f"pod {pod['namespace']}/{pod['name']} {pod['ip']} {pod['vf']['representor']} {state}")

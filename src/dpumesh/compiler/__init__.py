@@ -25,6 +25,7 @@ from dpumesh.compiler.validate import (
     validate_virtual_service,
 )
 from dpumesh.compiler.views import build_classes
+from dpumesh.configfile import dump_resources
 from dpumesh.describe import describe
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
 from dpumesh.state.model import ClusterState
@@ -108,11 +109,11 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
     }
     content = hashlib.sha256(json.dumps([listeners, clusters, steering], sort_keys=True).encode()).hexdigest()
     version = content[:16]
-    files["envoy/lds.yaml"] = _dump(discovery_response(LISTENER, [_strip_type(x) for x in listeners], version))
-    files["envoy/cds.yaml"] = _dump(discovery_response(CLUSTER, clusters, version))
+    files["envoy/lds.yaml"] = dump_resources(discovery_response(LISTENER, [_strip_type(x) for x in listeners], version))
+    files["envoy/cds.yaml"] = dump_resources(discovery_response(CLUSTER, clusters, version))
     steering["version"] = version
     files["steering.json"] = (json.dumps(steering, indent=2, sort_keys=True) + "\n").encode()
-    files["describe.txt"] = describe(files).encode()
+    files["describe.txt"] = describe(listeners, clusters, steering).encode()
     report = parity.report(ctx)
     files["parity.json"] = (json.dumps(report, indent=2) + "\n").encode()
     files["parity.txt"] = parity.summary(report).encode()

@@ -31,8 +31,9 @@ class CompileContext:
     node: str
     diag: Diagnostics
     registry: ServiceRegistry
-    parity: dict[str, list[ParityEntry]] = field(default_factory=dict)
+    parity: dict[str, dict[ParityEntry, None]] = field(default_factory=dict)
     only_pod: str = ""  # "ns/name": compile the sidecar-equivalent config of that one pod
+    memo: dict[tuple, Any] = field(default_factory=dict)  # lookups asked once per (client namespace, host)
     local_pods: list[Pod] = field(init=False)
     local_meshed_pods: list[Pod] = field(init=False)
 
@@ -44,11 +45,10 @@ class CompileContext:
         self.local_meshed_pods = [p for p in self.local_pods if p.meshed]
 
     def note(self, pods: list[Pod], feature: str, status: str, detail: str = "") -> None:
+        entry = ParityEntry(feature, status, detail)
         for pod in pods:
-            entries = self.parity.setdefault(pod.meta.key, [])
-            entry = ParityEntry(feature, status, detail)
-            if entry not in entries:
-                entries.append(entry)
+            entries = self.parity.setdefault(pod.meta.key, {})
+            entries.setdefault(entry, None)  # a dict keeps the order of first mention, without repeats
 
     def identity(self, namespace: str, service_account: str) -> str:
         return self.mesh.spiffe(namespace, service_account)

@@ -86,6 +86,13 @@ class ServiceRegistry:
         self.by_vip: dict[tuple[str, int], Host] = {}
         self.cluster_domain = cluster_domain
         self.diag = diag
+        # Indexes: every Service looks up its namespace's pods and slices, not the whole cluster's.
+        self._pods_by_ns: dict[str, list[Pod]] = {}
+        for pod in state.pods:
+            self._pods_by_ns.setdefault(pod.namespace, []).append(pod)
+        self._slices: dict[tuple[str, str], list] = {}
+        for es in state.endpoint_slices:
+            self._slices.setdefault((es.meta.namespace, es.service), []).append(es)
         for svc in state.services:
             self._add_service(state, svc)
         for se in state.of_kind("ServiceEntry"):
@@ -131,9 +138,10 @@ class ServiceRegistry:
                 self.by_vip[(vip, number)] = host
 
     def _fill_endpoints(self, state: ClusterState, svc: Service, host: Host) -> None:
-        slices = [s for s in state.endpoint_slices if s.service == svc.name and s.meta.namespace == svc.namespace]
-        pods_by_ip = {p.ip: p for p in state.pods if p.namespace == svc.namespace}
+        slices = self._slices.get((svc.namespace, svc.name), [])
+        namespace_pods = self._pods_by_ns.get(svc.namespace, [])
         if slices:
+            pods_by_ip = {p.ip: p for p in namespace_pods}
             for es in slices:
                 for address in es.addresses:
                     pod = pods_by_ip.get(address)
@@ -144,8 +152,8 @@ class ServiceRegistry:
             return
         if not svc.selector:
             return
-        for pod in state.pods:
-            if pod.namespace != svc.namespace or any(pod.labels.get(k) != v for k, v in svc.selector.items()):
+        for pod in namespace_pods:
+            if any(pod.labels.get(k) != v for k, v in svc.selector.items()):
                 continue
             for hp in host.ports.values():
                 target = hp.target_port

@@ -38,33 +38,44 @@ def by_age(objs: list[IstioObject]) -> list[IstioObject]:
 
 def sidecar_for(ctx: CompileContext, pod: Pod) -> IstioObject | None:
     """Workload Sidecar > namespace Sidecar > root-namespace default, as in Istio."""
-    sidecars = ctx.state.of_kind("Sidecar")
-    own = [s for s in sidecars if s.meta.namespace == pod.namespace]
+    by_ns = ctx.memo.get(("sidecars",))
+    if by_ns is None:
+        by_ns = ctx.memo[("sidecars",)] = {}
+        for sc in ctx.state.of_kind("Sidecar"):
+            by_ns.setdefault(sc.meta.namespace, []).append(sc)
+    own = by_ns.get(pod.namespace, [])
     selected = [s for s in own if s.spec.get("workloadSelector") and ctx.selects(s, pod, "workloadSelector")]
     if selected:
         return by_age(selected)[0]
     plain = [s for s in own if not s.spec.get("workloadSelector")]
     if plain:
         return by_age(plain)[0]
-    root = [s for s in sidecars if s.meta.namespace == ctx.mesh.root_namespace and not s.spec.get("workloadSelector")]
+    root = [s for s in by_ns.get(ctx.mesh.root_namespace, []) if not s.spec.get("workloadSelector")]
     return by_age(root)[0] if root else None
 
 
+def _source_label_selectors(ctx: CompileContext) -> list[tuple[str, dict]]:
+    """(match id, sourceLabels) of every VirtualService match that selects by source labels, listed once."""
+    key = ("source-labels",)
+    if key not in ctx.memo:
+        found = []
+        for vs in ctx.state.of_kind("VirtualService"):
+            for section, prefix in (("http", ""), ("tcp", "tcp"), ("tls", "tls")):
+                for ri, route in enumerate(vs.spec.get(section) or []):
+                    for mi, match in enumerate((route or {}).get("match") or [] if isinstance(route, dict) else []):
+                        labels = (match or {}).get("sourceLabels") if isinstance(match, dict) else None
+                        if isinstance(labels, dict):
+                            found.append((f"{vs.meta.key}/{prefix}{ri}/{mi}", labels))
+        ctx.memo[key] = found
+    return ctx.memo[key]
+
+
 def source_label_matches(ctx: CompileContext, pod: Pod) -> frozenset[str]:
-    ids = set()
-    for vs in ctx.state.of_kind("VirtualService"):
-        for ri, route in enumerate(vs.spec.get("http") or []):
-            for mi, match in enumerate((route or {}).get("match") or []):
-                labels = (match or {}).get("sourceLabels")
-                if isinstance(labels, dict) and all(pod.labels.get(k) == str(v) for k, v in labels.items()):
-                    ids.add(f"{vs.meta.key}/{ri}/{mi}")
-        for section in ("tcp", "tls"):
-            for ri, route in enumerate(vs.spec.get(section) or []):
-                for mi, match in enumerate((route or {}).get("match") or []):
-                    labels = (match or {}).get("sourceLabels")
-                    if isinstance(labels, dict) and all(pod.labels.get(k) == str(v) for k, v in labels.items()):
-                        ids.add(f"{vs.meta.key}/{section}{ri}/{mi}")
-    return frozenset(ids)
+    return frozenset(
+        ident
+        for ident, labels in _source_label_selectors(ctx)
+        if all(pod.labels.get(k) == str(v) for k, v in labels.items())
+    )
 
 
 def build_classes(ctx: CompileContext) -> list[SourceClass]:
@@ -117,39 +128,69 @@ def host_matches(pattern: str, fqdn: str) -> bool:
     return pattern.startswith("*") and fqdn.endswith(pattern[1:])
 
 
+def _resolved_virtual_services(ctx: CompileContext) -> list[tuple[IstioObject, list[str], list[str]]]:
+    """(VirtualService, exportTo, resolved host patterns) of every mesh VirtualService, computed once."""
+    key = ("virtual-services",)
+    if key not in ctx.memo:
+        found = []
+        for vs in ctx.state.of_kind("VirtualService"):
+            if "mesh" not in (vs.spec.get("gateways") or ["mesh"]):
+                continue
+            export_to = [str(e) for e in vs.spec.get("exportTo") or ["*"]]
+            raw_hosts = [h for h in vs.spec.get("hosts") or [] if isinstance(h, str)]
+            hosts = [ctx.registry.resolve(h, vs.meta.namespace) for h in raw_hosts]
+            found.append((vs, export_to, hosts))
+        ctx.memo[key] = found
+    return ctx.memo[key]
+
+
 def virtual_service_for(ctx: CompileContext, namespace: str, host: Host) -> IstioObject | None:
     """The VirtualService a client in `namespace` uses for `host`: the oldest one that applies."""
-    candidates = []
-    for vs in ctx.state.of_kind("VirtualService"):
-        gateways = vs.spec.get("gateways") or ["mesh"]
-        if "mesh" not in gateways:
-            continue
-        if not exported_to([str(e) for e in vs.spec.get("exportTo") or ["*"]], vs.meta.namespace, namespace):
-            continue
-        for raw_host in vs.spec.get("hosts") or []:
-            if isinstance(raw_host, str) and host_matches(ctx.registry.resolve(raw_host, vs.meta.namespace), host.fqdn):
-                candidates.append(vs)
-                break
-    return by_age(candidates)[0] if candidates else None
+    key = ("vs", namespace, host.fqdn)
+    if key not in ctx.memo:
+        candidates = [
+            vs
+            for vs, export_to, patterns in _resolved_virtual_services(ctx)
+            if exported_to(export_to, vs.meta.namespace, namespace)
+            and any(host_matches(p, host.fqdn) for p in patterns)
+        ]
+        ctx.memo[key] = by_age(candidates)[0] if candidates else None
+    return ctx.memo[key]
+
+
+def _resolved_destination_rules(ctx: CompileContext) -> dict[str, list[tuple[IstioObject, list[str], str]]]:
+    """Namespace → (DestinationRule, exportTo, resolved host pattern) of rules without a workloadSelector."""
+    key = ("destination-rules",)
+    if key not in ctx.memo:
+        by_ns: dict[str, list[tuple[IstioObject, list[str], str]]] = {}
+        for dr in ctx.state.of_kind("DestinationRule"):
+            raw = dr.spec.get("host")
+            if dr.spec.get("workloadSelector") or not isinstance(raw, str):
+                continue
+            export_to = [str(e) for e in dr.spec.get("exportTo") or ["*"]]
+            by_ns.setdefault(dr.meta.namespace, []).append(
+                (dr, export_to, ctx.registry.resolve(raw, dr.meta.namespace))
+            )
+        ctx.memo[key] = by_ns
+    return ctx.memo[key]
 
 
 def destination_rule_for(ctx: CompileContext, namespace: str, host: Host) -> IstioObject | None:
     """Client namespace > the service's namespace > root namespace; exact host before wildcard."""
-    rules = ctx.state.of_kind("DestinationRule")
+    key = ("dr", namespace, host.fqdn)
+    if key in ctx.memo:
+        return ctx.memo[key]
+    rules = _resolved_destination_rules(ctx)
+    chosen = None
     for scope in (namespace, host.namespace, ctx.mesh.root_namespace):
-        found = []
-        for dr in rules:
-            if dr.meta.namespace != scope or dr.spec.get("workloadSelector"):
-                continue
-            if not exported_to([str(e) for e in dr.spec.get("exportTo") or ["*"]], dr.meta.namespace, namespace):
-                continue
-            raw = dr.spec.get("host")
-            if not isinstance(raw, str):
-                continue
-            pattern = ctx.registry.resolve(raw, dr.meta.namespace)
-            if host_matches(pattern, host.fqdn):
-                found.append((0 if pattern == host.fqdn else 1, dr))
+        found = [
+            (0 if pattern == host.fqdn else 1, dr)
+            for dr, export_to, pattern in rules.get(scope, [])
+            if exported_to(export_to, dr.meta.namespace, namespace) and host_matches(pattern, host.fqdn)
+        ]
         if found:
             best = min(p for p, _ in found)
-            return by_age([dr for p, dr in found if p == best])[0]
-    return None
+            chosen = by_age([dr for p, dr in found if p == best])[0]
+            break
+    ctx.memo[key] = chosen
+    return chosen

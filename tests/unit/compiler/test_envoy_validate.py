@@ -38,7 +38,7 @@ def test_envoy_rejection_leaves_the_previous_config_in_place(tmp_path):
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     broken = dict(bundle.files)
     broken["envoy/cds.yaml"] = broken["envoy/cds.yaml"].replace(
-        b"lb_policy: LEAST_REQUEST", b"lb_policy: NOT_A_POLICY", 1
+        b'"lb_policy":"LEAST_REQUEST"', b'"lb_policy":"NOT_A_POLICY"', 1
     )
     assert broken["envoy/cds.yaml"] != bundle.files["envoy/cds.yaml"]
     with pytest.raises(DpumeshError, match="Envoy rejected the config"):

@@ -1,0 +1,31 @@
+"""Reading and writing Envoy resource files.
+
+The compiler writes `lds.yaml` / `cds.yaml` as compact JSON, which is also YAML
+(Envoy and any YAML reader load it): a node's config reaches tens of
+megabytes and JSON is written and read by C code, YAML by Python. The readable
+view of a bundle is `describe.txt`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def dump_resources(data: Any) -> bytes:
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+def load_config(data: bytes | str) -> Any:
+    """A config file's content, JSON or YAML."""
+    text = data.decode() if isinstance(data, bytes) else data
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass  # YAML flow mapping, not JSON
+    return yaml.load(text, Loader=_LOADER)
