@@ -63,6 +63,13 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = 
         )
     if not state.nodes[node].has_dpu:
         raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
+    key = ("checked", repr(mesh))
+    if key in state.derived:
+        # Another node of this state was prepared already: the registry, the findings and the
+        # per-(namespace, host) lookups are the same for every node.
+        registry, errors, warnings, memo = state.derived[key]
+        diag = Diagnostics(list(errors), list(warnings))
+        return CompileContext(state, mesh, node, diag, registry, only_pod=only_pod, memo=memo)
     diag = Diagnostics()
     ctx = CompileContext(state, mesh, node, diag, ServiceRegistry(state, mesh.cluster_domain, diag), only_pod=only_pod)
     catalog = ClusterCatalog(ctx)
@@ -74,6 +81,7 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = 
         validate_sidecar(ctx, sc)
     check_port_conflicts(ctx)
     validate_security(ctx)
+    state.derived[key] = (ctx.registry, list(diag.errors), list(diag.warnings), ctx.memo)
     return ctx
 
 

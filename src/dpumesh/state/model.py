@@ -154,6 +154,8 @@ class ClusterState:
     service_accounts: set[str] = field(default_factory=set)
     istio: dict[str, list[IstioObject]] = field(default_factory=dict)
     unsupported: list[Meta] = field(default_factory=list)
+    # Node-independent results the compiler derives once per state and mesh settings (see compiler.prepare).
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def of_kind(self, kind: str) -> list[IstioObject]:
         return self.istio.get(kind, [])
