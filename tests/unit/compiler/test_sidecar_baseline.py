@@ -62,12 +62,3 @@ def test_unknown_or_unmeshed_pods_have_no_sidecar():
     assert plain is not None, "the fixture needs a pod outside the mesh"
     with pytest.raises(DpumeshError, match="not in the mesh"):
         compile_sidecar(state, MeshSettings(), plain.meta.key)
-
-
-def test_nodes_compiled_from_one_state_equal_nodes_compiled_alone():
-    """The node-independent work is shared between the nodes of one state; it must not leak between them."""
-    shared_state = load_state(STATES / "features")
-    together = {node: compile_node(shared_state, MeshSettings(), node).files for node in ("node-1", "node-2")}
-    for node in ("node-1", "node-2"):
-        assert compile_node(load_state(STATES / "features"), MeshSettings(), node).files == together[node]
-    assert together["node-1"]["envoy/lds.yaml"] != together["node-2"]["envoy/lds.yaml"]
