@@ -29,7 +29,7 @@ def one_request(url: str, headers: dict[str, str]) -> dict:
     except urllib.error.HTTPError as exc:
         record["status"], record["error"] = exc.code, exc.read().decode(errors="replace")[:200]
         return record
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # every way a request can fail is a failed request, never a dead stream
         record["error"] = f"{type(exc).__name__}: {exc}"
         return record
     upstream = [u.get("status") for u in body.get("upstreams", [])]

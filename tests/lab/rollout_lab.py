@@ -104,7 +104,8 @@ class Stream:
         config.write_text(json.dumps({"requests": self.requests, "out": str(self.out), "stop": str(self.stop_file)}))
         namespace, name = self.pod.split("/")
         argv = ["ip", "netns", "exec", paths.pod_netns(namespace, name), sys.executable, str(CLIENT), str(config)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with (self.directory / f"{self.pod.replace('/', '-')}.err").open("w") as errors:
+            self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
 
     def stop(self) -> None:
         self.stop_file.touch()
@@ -128,7 +129,8 @@ def wait_for_requests(streams: list[Stream], since: float, count: int = 20, time
     """Until every stream has answered `count` requests sent after `since`."""
     deadline = time.monotonic() + timeout
     while any(len(s.records(since)) < count for s in streams):
-        assert time.monotonic() < deadline, "the request streams do not run"
+        dead = {s.pod: s.process.returncode for s in streams if s.process and s.process.poll() is not None}
+        assert time.monotonic() < deadline and not dead, f"the request streams do not run (exited: {dead})"
         time.sleep(0.1)
 
 
