@@ -64,6 +64,7 @@ class ActionModule(ActionBase):
     )
 
     def run(self, tmp=None, task_vars=None):
+        from dpumesh.bridges import CDS, LDS, bridges
         from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node
         from dpumesh.errors import DpumeshError, InputError
 
@@ -99,25 +100,36 @@ class ActionModule(ActionBase):
                 "before_header": f"{root}/current",
                 "after_header": f"version {bundle.version}",
             }
+        # Make before break: the target's current listeners and clusters decide the bridges (see dpumesh.bridges).
+        served = {rel: self._remote_text(f"{root}/current/{rel}", task_vars).encode() for rel in (LDS, CDS)}
+        steps = bridges(served, bundle.files, bundle.version) if all(served.values()) else []
         tmp_dir = self._make_tmp_path()
+        archives = {"bundle.tar.gz": bundle.files}
+        archives |= {f"{version}.tar.gz": {rel: files[rel] for rel in (LDS, CDS)} for version, files in steps}
+        local = {}
         try:
-            with tempfile.NamedTemporaryFile(suffix=".tar.gz", delete=False) as handle:
-                handle.write(_archive(bundle.files))
-            remote = self._connection._shell.join_path(tmp_dir, "bundle.tar.gz")
+            for name, files in archives.items():
+                with tempfile.NamedTemporaryFile(suffix=".tar.gz", delete=False) as handle:
+                    handle.write(_archive(files))
+                local[name] = handle.name
+            remote = {name: self._connection._shell.join_path(tmp_dir, name) for name in archives}
             if not self._task.check_mode:
-                self._transfer_file(handle.name, remote)
-                self._fixup_perms2((tmp_dir, remote))
+                for name in archives:
+                    self._transfer_file(local[name], remote[name])
+                self._fixup_perms2((tmp_dir, *remote.values()))
             module_args = {
                 "root": root,
-                "archive": remote,
+                "archive": remote["bundle.tar.gz"],
                 "version": bundle.version,
                 "keep": args.get("keep", 5),
                 "validate_command": args.get("validate_command") or [],
+                "bridges": [{"version": version, "archive": remote[f"{version}.tar.gz"]} for version, _ in steps],
                 **health,
             }
             activated = self._execute_module("dpumesh_activate", module_args=module_args, task_vars=task_vars)
         finally:
-            os.unlink(handle.name)
+            for path in local.values():
+                os.unlink(path)
             self._remove_tmp_path(tmp_dir)
         if activated.get("failed"):
             reason = activated.get("msg") or activated.get("module_stderr") or activated.get("module_stdout")

@@ -35,6 +35,14 @@ options:
     type: list
     elements: str
     default: []
+  bridges:
+    description:
+      - Make-before-break steps activated, each health-checked, before O(version) and removed afterwards.
+        Each archive holds the step's C(envoy/lds.yaml) and C(envoy/cds.yaml); the rest of the step's tree is
+        the current version overlaid with the new one, so every file either listener set refers to is there.
+    type: list
+    elements: dict
+    default: []
   health_check:
     description:
       - After the swap, wait until the proxy's admin C(/ready) says LIVE and its LDS and CDS report O(version),
@@ -97,6 +105,7 @@ rolled_back:
 """
 
 import os
+import shutil
 import tarfile
 import tempfile
 
@@ -112,6 +121,7 @@ def main() -> None:
             "version": {"type": "str"},
             "keep": {"type": "int", "default": 5},
             "validate_command": {"type": "list", "elements": "str", "default": []},
+            "bridges": {"type": "list", "elements": "dict", "default": []},
             "health_check": {"type": "bool", "default": False},
             "admin_url": {"type": "str", "default": "http://127.0.0.1:15000"},
             "netns": {"type": "str", "default": ""},
@@ -133,16 +143,14 @@ def main() -> None:
         if module.check_mode or before == p["version"]:
             module.exit_json(changed=before != p["version"], current=before, previous=before)
         os.makedirs(root, exist_ok=True)
-        staged = tempfile.mkdtemp(prefix=".staging-", dir=root)
-        with tarfile.open(p["archive"]) as archive:
-            members = archive.getmembers()
-            unsafe = [
-                m.name for m in members if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name
-            ]
-            if unsafe:
-                module.fail_json(msg=f"archive holds unsafe entries: {unsafe}")
-            archive.extractall(staged, members=members)
-        result = activate(root, staged, p["version"], p["keep"], p["validate_command"] or None, _health(p))
+        staged = _unpack(module, root, [p["archive"]])
+        current = os.path.join(root, "current")
+        steps = [
+            (b["version"], _unpack(module, root, [p["archive"], b["archive"]], base=current)) for b in p["bridges"]
+        ]
+        result = activate(
+            root, staged, p["version"], p["keep"], p["validate_command"] or None, _health(p), bridges=steps
+        )
     if result["error"]:
         module.fail_json(
             msg=f"version {p['version']} refused: {result['error']}",
@@ -153,6 +161,23 @@ def main() -> None:
     module.exit_json(
         changed=result["changed"], current=result["current"], previous=result["previous"], rolled_back=False
     )
+
+
+def _unpack(module: AnsibleModule, root: str, archives: list[str], base: str | None = None) -> str:
+    """A staging directory next to `root`'s versions: a copy of `base` (if any), then each archive over it."""
+    staged = tempfile.mkdtemp(prefix=".staging-", dir=root)
+    if base and os.path.isdir(base):
+        shutil.copytree(base, staged, dirs_exist_ok=True)
+    for path in archives:
+        with tarfile.open(path) as archive:
+            members = archive.getmembers()
+            unsafe = [
+                m.name for m in members if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name
+            ]
+            if unsafe:
+                module.fail_json(msg=f"archive holds unsafe entries: {unsafe}")
+            archive.extractall(staged, members=members)
+    return staged
 
 
 def _health(p: dict):
