@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ NETNS_PREFIX = "dpumesh-bench-mem-"  # + the creating process id: a later run re
 READY_SECONDS = 600.0  # a shared config of tens of MB takes minutes to load on a busy machine
 SETTLE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1
+INOTIFY_INSTANCES = 8192
 
 
 class BenchError(RuntimeError):
@@ -158,6 +160,25 @@ def remove_stale_namespaces() -> None:
             _ip("netns", "del", name, check=False)
 
 
+@contextlib.contextmanager
+def inotify_instances(at_least: int) -> Iterator[int]:
+    """Raise fs.inotify.max_user_instances for the run, then put it back.
+
+    Envoy opens one inotify instance per watched directory (each SDS secret, LDS, CDS): a shared proxy
+    with 55 identities holds over 100, and 60 sidecars hold several each. The limit (128 by default)
+    counts every process of the user, so Envoys abort once it is reached.
+    """
+    knob = Path("/proc/sys/fs/inotify/max_user_instances")
+    before = int(knob.read_text())
+    if before < at_least:
+        knob.write_text(f"{at_least}\n")
+    try:
+        yield max(before, at_least)
+    finally:
+        if before < at_least:
+            knob.write_text(f"{before}\n")
+
+
 def _die_with_parent() -> None:
     import ctypes
 
@@ -211,11 +232,18 @@ def wait_loaded(proxies: list[Proxy], deadline: Deadline) -> dict[str, dict[str,
     give_up = time.monotonic() + READY_SECONDS
     while waiting:
         if deadline.passed():
-            raise OutOfTime(f"--max-seconds {deadline.seconds:g} reached while Envoys were loading")
+            label, proxy = next(iter(waiting.items()))
+            raise OutOfTime(
+                f"--max-seconds {deadline.seconds:g} reached while {label} was loading: {manager_stats(proxy)}"
+            )
         for label, proxy in list(waiting.items()):
             if proxy.process is not None and proxy.process.poll() is not None:
-                log = (proxy.root / "envoy.log").read_text(errors="replace")[-1500:]
-                raise BenchError(f"Envoy {label} exited with {proxy.process.returncode}: {log}")
+                kept = RESULTS_DIR / "logs" / f"memory-{label}.log"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(proxy.root / "envoy.log", kept)
+                lines = kept.read_text(errors="replace").splitlines()
+                first = next((ln for ln in lines if "[critical]" in ln), lines[-1] if lines else "")
+                raise BenchError(f"Envoy {label} exited with {proxy.process.returncode}: {first} (log: {kept})")
             stats = manager_stats(proxy)
             if loaded(proxy, stats):
                 final[label] = stats
@@ -475,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     remove_stale_namespaces()
     workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-memory-"))
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), inotify_instances(INOTIFY_INSTANCES) as instances:
+            result["inotify_max_user_instances"] = instances
             result.update(run(args, deadline, workdir, token))
     except BenchError as exc:
         print(f"memory benchmark: {exc}", file=sys.stderr)
