@@ -47,6 +47,25 @@ def test_header_routing_across_nodes_through_the_proxy(lab: str) -> None:
     assert upstreams["http://payments.payments:8080/quote"]["body"]["pod"] == "payments-0"
 
 
+SPLIT_PROBE = """
+import collections, json, urllib.request
+seen = collections.Counter()
+for _ in range(200):
+    request = urllib.request.Request("http://catalog:8080/", headers={"x-catalog-split": "canary"})
+    seen[json.load(urllib.request.urlopen(request, timeout=5))["pod"]] += 1
+print(json.dumps(seen))
+"""
+
+
+def test_weighted_split_across_nodes(lab: str) -> None:
+    """80/20 between catalog v1 (node-1) and v2: 200 requests, bounds at about 4.5 standard deviations."""
+    done = dpumesh("lab", "exec", "shop/frontend-0", "--", "python3", "-c", SPLIT_PROBE, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert set(seen) == {"catalog-v1-0", "catalog-v2-0"}, seen
+    assert 15 <= seen["catalog-v2-0"] <= 65, seen  # expected 40, sd 5.7
+
+
 def test_same_node_default_route(lab: str) -> None:
     done = in_pod("shop/frontend-0", "curl", "-sf", "-m", "10", "http://catalog.shop.svc.cluster.local:8080/")
     answer = json.loads(done.stdout)
