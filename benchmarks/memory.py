@@ -51,7 +51,6 @@ from dpumesh.state import build_state
 
 NODE = "node-1"
 SPARE_NODE = "node-2"
-NETNS_PREFIX = "dpumesh-bench-mem-"  # + the creating process id: a later run removes what a killed one left
 READY_SECONDS = 600.0  # a shared config of tens of MB takes minutes to load on a busy machine
 SETTLE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1
@@ -137,27 +136,8 @@ def _summary(bundle, state, node: str, only: str = "") -> dict[str, Any]:
 class Proxy:
     label: str
     root: Path
-    netns: str
     stats: dict[str, int]
     process: subprocess.Popen | None = None
-
-
-def _ip(*args: str, check: bool = True) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
-    if check and done.returncode != 0:
-        raise BenchError(f"ip {' '.join(args)}: {done.stderr.strip()}")
-
-
-def remove_stale_namespaces() -> None:
-    """Namespaces a killed earlier run left behind (its process id is in the name)."""
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
-        name = line.split()[0] if line.strip() else ""
-        if not name.startswith(NETNS_PREFIX):
-            continue
-        pid = name[len(NETNS_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            _ip("netns", "del", name, check=False)
 
 
 @contextlib.contextmanager
@@ -186,23 +166,27 @@ def _die_with_parent() -> None:
 
 
 def start(proxy: Proxy, concurrency: int) -> None:
-    _ip("netns", "add", proxy.netns)
-    _ip("-n", proxy.netns, "link", "set", "lo", "up")
-    command = ["ip", "netns", "exec", proxy.netns, envoy_binary(), "-c", str(proxy.root / "envoy" / "bootstrap.yaml")]
-    command += ["--disable-hot-restart", "--concurrency", str(concurrency), "-l", "warning"]
+    """Envoy in a network namespace of its own, without a name: nothing else can delete it, and the kernel
+    removes it with the process however the run ends."""
+    envoy = [envoy_binary(), "-c", str(proxy.root / "envoy" / "bootstrap.yaml"), "--disable-hot-restart"]
+    envoy += ["--concurrency", str(concurrency), "-l", "warning"]
+    # unshare and sh exec in place: the process id is Envoy's own.
+    command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "envoy", *envoy]
     with (proxy.root / "envoy.log").open("wb") as log:
-        # `ip netns exec` execs Envoy in place: the process id is Envoy's own.
         proxy.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
 
 def admin(proxy: Proxy, path: str) -> str:
+    """GET from the admin interface (127.0.0.1:15000 inside the proxy's namespace)."""
+    assert proxy.process is not None
     done = subprocess.run(
-        ["ip", "netns", "exec", proxy.netns, "curl", "-sf", "--max-time", "10", f"http://127.0.0.1:15000{path}"],
+        ["nsenter", f"--net=/proc/{proxy.process.pid}/ns/net", "curl", "-sf", "--max-time", "10",
+         f"http://127.0.0.1:15000{path}"],
         capture_output=True,
         text=True,
         timeout=20,
         check=False,
-    )
+    )  # fmt: skip
     return done.stdout if done.returncode == 0 else ""
 
 
@@ -268,7 +252,6 @@ def stop(proxies: list[Proxy]) -> None:
                 proxy.process.kill()
                 proxy.process.wait()
             proxy.process = None
-        _ip("netns", "del", proxy.netns, check=False)
 
 
 def memory_of(pid: int) -> dict[str, int]:
@@ -297,7 +280,7 @@ def measure_running(proxies: list[Proxy], stats: dict[str, dict[str, int]]) -> d
 
 
 # -- the run ---------------------------------------------------------------------------------------
-def run(args: argparse.Namespace, deadline: Deadline, workdir: Path, token: str) -> dict[str, Any]:
+def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> dict[str, Any]:
     ns_values = sorted(args.pods_per_node)
     largest = ns_values[-1]
     nodes = max(2, -(-args.total_pods // largest))
@@ -350,7 +333,7 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path, token: str)
             }
         )
     try:
-        measure_envoys(result["points"], compiled, args.concurrency, deadline, token)
+        measure_envoys(result["points"], compiled, args.concurrency, deadline)
     except OutOfTime as exc:
         result["stopped"] = str(exc)
     result["complete"] = all("memory" in p["sidecars"] and "memory" in p["shared"] for p in result["points"])
@@ -359,12 +342,12 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path, token: str)
 
 
 def measure_envoys(
-    points: list[dict[str, Any]], compiled: dict[str, Any], concurrency: int, deadline, token: str
+    points: list[dict[str, Any]], compiled: dict[str, Any], concurrency: int, deadline: Deadline
 ) -> None:
     """Fill in each point's memory: the shared Envoy alone, then N sidecar Envoys running together."""
     for point in points:
         entry = compiled["shared"][point["n"]]
-        shared = Proxy(f"shared-{point['n']}", Path(entry["root"]), f"{NETNS_PREFIX}{token}-shared", entry["stats"])
+        shared = Proxy(f"shared-{point['n']}", Path(entry["root"]), entry["stats"])
         print(f"N={point['n']}: shared proxy", flush=True)
         try:
             start(shared, concurrency)
@@ -379,8 +362,7 @@ def measure_envoys(
             batch = []
             for index in range(len(running), n):
                 entry = compiled["sidecars"][index]
-                label, netns = f"sidecar-{index}", f"{NETNS_PREFIX}{token}-s{index}"
-                proxy = Proxy(label, Path(entry["root"]), netns, entry["stats"])
+                proxy = Proxy(f"sidecar-{index}", Path(entry["root"]), entry["stats"])
                 running.append(proxy)
                 batch.append(proxy)
                 start(proxy, concurrency)
@@ -493,24 +475,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.services < 10:
         parser.error("--services must be at least 10")
     deadline = Deadline(args.max_seconds)
-    token = str(os.getpid())
     result: dict[str, Any] = {
         "benchmark": "memory",
         "command": "python -m benchmarks.memory " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_facts(),
         "concurrency": args.concurrency,
     }
-    remove_stale_namespaces()
     workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-memory-"))
     try:
         with sigterm_as_interrupt(), inotify_instances(INOTIFY_INSTANCES) as instances:
             result["inotify_max_user_instances"] = instances
-            result.update(run(args, deadline, workdir, token))
+            result.update(run(args, deadline, workdir))
     except BenchError as exc:
         print(f"memory benchmark: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("memory benchmark: interrupted; every Envoy and network namespace it started is gone", file=sys.stderr)
+        print("memory benchmark: interrupted; every Envoy it started is stopped", file=sys.stderr)
         return 130
     finally:
         with contextlib.suppress(OSError):
