@@ -27,9 +27,10 @@ def _less(shared: float, sidecars: float) -> str:
 
 def _machine(result: dict[str, Any]) -> str:
     m = result["machine"]
+    commit = m["git_commit"][:12] + (" with local changes" if "+" in m["git_commit"] else "")
     return (
         f"Measured on {m['nproc']} cores, {m['cpu_model']}, {m['memory_total_kib'] // 2**20} GiB, Envoy "
-        f"{m['envoy_version']}, commit `{m['git_commit'][:12]}`, load average {m['load_average'][0]} at the start "
+        f"{m['envoy_version']}, commit `{commit}`, load average {m['load_average'][0]} at the start "
         f"({m['started_utc']}); command `{result['command'].strip()}`."
     )
 
