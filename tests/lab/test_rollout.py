@@ -88,10 +88,12 @@ def _changes() -> list[tuple[str, Callable[[lab.State], None], Callable[[], bool
         state.catalog_routes().insert(0, lab.header_route("x-catalog-version", "v3", "v3"))
 
     def weights_all_v2(state: lab.State) -> None:
-        state.catalog_routes()[-1]["route"] = [
-            {"destination": {"host": "catalog", "subset": "v1"}, "weight": 0},
-            {"destination": {"host": "catalog", "subset": "v2"}, "weight": 100},
-        ]
+        for route in state.catalog_routes():  # every route that reaches v1 (default and canary split)
+            if any(d["destination"]["subset"] == "v1" for d in route["route"]):
+                route["route"] = [
+                    {"destination": {"host": "catalog", "subset": "v1"}, "weight": 0},
+                    {"destination": {"host": "catalog", "subset": "v2"}, "weight": 100},
+                ]
 
     def new_pod(state: lab.State) -> None:
         state.add_catalog_version("v4", "node-1")
@@ -141,7 +143,7 @@ def _changes() -> list[tuple[str, Callable[[lab.State], None], Callable[[], bool
     return [
         ("route: header x-catalog-version v3", route,
          lambda: lab.answer(FRONTEND, CATALOG, "x-catalog-version: v3").get("pod") == "catalog-v3-0"),
-        ("weights: default route 0/100 to v2", weights_all_v2,
+        ("weights: every route to v1 0/100 to v2", weights_all_v2,
          lambda: pods_seen(tries=4) == {"catalog-v2-0"}),
         ("new pod catalog-v4-0 with its route", new_pod,
          lambda: lab.answer(FRONTEND, CATALOG, "x-catalog-version: v4").get("pod") == "catalog-v4-0"),
