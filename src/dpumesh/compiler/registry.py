@@ -90,6 +90,7 @@ class ServiceRegistry:
         self._pods_by_ns: dict[str, list[Pod]] = {}
         for pod in state.pods:
             self._pods_by_ns.setdefault(pod.namespace, []).append(pod)
+        self._pods_by_label: dict[str, dict[tuple[str, str], list[Pod]]] = {}
         self._slices: dict[tuple[str, str], list] = {}
         for es in state.endpoint_slices:
             self._slices.setdefault((es.meta.namespace, es.service), []).append(es)
@@ -152,7 +153,7 @@ class ServiceRegistry:
             return
         if not svc.selector:
             return
-        for pod in namespace_pods:
+        for pod in self._pods_selected_by(svc.namespace, svc.selector):
             if any(pod.labels.get(k) != v for k, v in svc.selector.items()):
                 continue
             for hp in host.ports.values():
@@ -163,6 +164,17 @@ class ServiceRegistry:
                         continue  # the pod does not expose that named port: not an endpoint, as in Kubernetes
                     target = named[0]
                 hp.endpoints.append(_endpoint(pod.ip, target, pod))
+
+    def _pods_selected_by(self, namespace: str, selector: dict[str, str]) -> list[Pod]:
+        """The namespace's pods carrying one of the selector's labels: the candidates to check in full."""
+        label = min(selector.items())
+        index = self._pods_by_label.get(namespace)
+        if index is None:
+            index = self._pods_by_label[namespace] = {}
+            for pod in self._pods_by_ns.get(namespace, []):
+                for item in pod.labels.items():
+                    index.setdefault(item, []).append(pod)
+        return index.get(label, [])
 
     def _add_service_entry(self, se: IstioObject) -> None:
         spec, meta = se.spec, se.meta

@@ -60,17 +60,27 @@ def _destinations(route: Any) -> list[dict[str, Any]]:
     return [d for d in dests if isinstance(d, dict) and isinstance(d.get("host"), str)]
 
 
+def _defined_subsets(ctx: CompileContext) -> set[tuple[str, Any]]:
+    """(resolved host, subset name) of every subset any DestinationRule defines, collected once."""
+    key = ("defined-subsets",)
+    if key not in ctx.memo:
+        ctx.memo[key] = {
+            (ctx.registry.resolve(str(dr.spec.get("host")), dr.meta.namespace), s.get("name"))
+            for dr in ctx.state.of_kind("DestinationRule")
+            for s in dr.spec.get("subsets") or []
+            if isinstance(s, dict)
+        }
+    return ctx.memo[key]
+
+
 def check_subset(ctx: CompileContext, vs: IstioObject, dest: dict[str, Any]) -> None:
     """A subset no DestinationRule defines gives 503 at request time (as in Istio); warn, or fail with --strict."""
     subset = dest.get("subset")
     if not subset:
         return
     fqdn = ctx.registry.resolve(dest["host"], vs.meta.namespace)
-    for dr in ctx.state.of_kind("DestinationRule"):
-        if ctx.registry.resolve(str(dr.spec.get("host")), dr.meta.namespace) == fqdn and any(
-            isinstance(s, dict) and s.get("name") == subset for s in dr.spec.get("subsets") or []
-        ):
-            return
+    if (fqdn, subset) in _defined_subsets(ctx):
+        return
     report = ctx.diag.error if ctx.mesh.strict else ctx.diag.warn
     report(
         "VirtualService",
