@@ -98,6 +98,7 @@ def make_http_handler(identity: dict[str, str], upstreams: list[str]) -> type[Ba
 def make_tcp_handler(version: str) -> type[socketserver.StreamRequestHandler]:
     class LineEchoHandler(socketserver.StreamRequestHandler):
         disable_nagle_algorithm = True
+
         def handle(self) -> None:
             source = f"{self.client_address[0]}:{self.client_address[1]}"
             for line in self.rfile:
