@@ -6,7 +6,7 @@
 
 The lab comes up from benchmarks/lab_states/latency, where namespace bench-sidecar is outside the mesh
 (the DPU steers none of its traffic); its sidecars are compiled from the same state with that namespace
-meshed. The server pods run the lab's echo with TCP_NODELAY (see serve_echo). Every case first proves
+meshed. The server pods run the lab's echo workload. Every case first proves
 its path (which proxies count the requests, what the server sees as source and client certificate),
 then sends a bounded open-loop load (benchmarks.load) from the same client program, and reads the
 proxies' CPU time before and after.
@@ -39,7 +39,7 @@ from dpumesh.dataplane.commands import run
 from dpumesh.dataplane.model import gateway_ip
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths, proxy, supervisor
-from dpumesh.lab.preflight import envoy_path, listening_ports
+from dpumesh.lab.preflight import envoy_path
 from dpumesh.state import build_state
 from dpumesh.state.load import load_manifest_dir
 from dpumesh.state.model import ClusterState
@@ -337,58 +337,6 @@ class Sidecars:
             run(["nft", "delete", "table", "ip", "dpumesh_bench_capture"], proxy_.netns, check=False)
 
 
-# -- the servers ----------------------------------------------------------------------------------------------
-def serve_echo(config_path: str) -> None:
-    """The lab's echo workload with TCP_NODELAY on its connections.
-
-    The lab's echo writes an answer's headers and body in two sends with Nagle on: on a connection
-    that is reused at once (a proxy's upstream pool) the body then waits for the peer's delayed ACK
-    (about 40 ms), and every proxied path would measure that timer instead of the proxies.
-    """
-    import socketserver
-
-    from dpumesh.lab import echo
-
-    socketserver.StreamRequestHandler.disable_nagle_algorithm = True
-    echo.serve(json.loads(Path(config_path).read_text()))
-
-
-class Servers:
-    """The benchmark's echo in each server pod's namespace, on the Services' target port."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, pods: list[LabPod]) -> None:
-        for pod in pods:
-            config = {"pod": pod.name, "namespace": pod.namespace, "node": pod.node, "version": "v1"}
-            config |= {"http_ports": [SERVER_PORT], "tcp_ports": [], "upstreams": []}
-            path = self.workdir / f"echo-{pod.namespace}-{pod.name}.json"
-            path.write_text(json.dumps(config))
-            argv = ["ip", "netns", "exec", pod.netns, sys.executable, "-m", "benchmarks.latency", "--serve-echo"]
-            with (self.workdir / f"echo-{pod.namespace}-{pod.name}.log").open("wb") as log:
-                self.processes.append(
-                    subprocess.Popen(
-                        [*argv, str(path)],
-                        cwd=ROOT,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=log,
-                        start_new_session=True,
-                    )
-                )
-        deadline = time.monotonic() + 20
-        for pod, process in zip(pods, self.processes, strict=True):
-            while SERVER_PORT not in listening_ports(pod.netns):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise DpumeshError(f"the benchmark echo of {pod.key} does not listen on {SERVER_PORT}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        stop_processes(self.processes)
-
-
 # -- one case -------------------------------------------------------------------------------------------------
 @dataclass
 class Bench:
@@ -646,11 +594,9 @@ def measure(
     dpumesh("lab", "down")
     workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-latency-"))
     sidecars: Sidecars | None = None
-    servers = Servers(workdir)
     try:
         print(f"lab apply {args.state}", flush=True)
         dpumesh("lab", "apply", str(args.state))
-        servers.start([pods[f"{ns}/{server}-0"] for ns in NAMESPACES.values() for server in PLACEMENTS.values()])
         sidecars = Sidecars(args.state, state, mesh, workdir)
         sidecars.start(NAMESPACES["sidecar"], SIDECAR_PODS)
         proxies = {**lab_proxies(state, mesh.proxy.admin_port), **sidecars.proxies}
@@ -659,7 +605,6 @@ def measure(
     finally:
         if sidecars is not None:
             sidecars.stop()
-        servers.stop()
         dpumesh("lab", "down")
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -677,11 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})"
     )
     parser.add_argument("--plot", type=Path, default=PLOT, help=f"plot file (default {PLOT.relative_to(ROOT)})")
-    parser.add_argument("--serve-echo", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_echo:
-        serve_echo(args.serve_echo)
-        return 0
     if args.count < 1 or args.rate <= 0 or args.connections < 1 or args.warmup < 0 or args.timeout <= 0:
         parser.error("--count and --connections must be at least 1, --rate and --timeout positive, --warmup >= 0")
     if os.geteuid() != 0:
