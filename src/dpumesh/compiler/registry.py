@@ -139,31 +139,34 @@ class ServiceRegistry:
                 self.by_vip[(vip, number)] = host
 
     def _fill_endpoints(self, state: ClusterState, svc: Service, host: Host) -> None:
+        for hp in host.ports.values():
+            hp.endpoints += self.port_endpoints(svc, hp.name, hp.target_port)
+
+    def port_endpoints(self, svc: Service, name: str, target_port: int | str) -> list[HostEndpoint]:
+        """The ready endpoints of one Service port (any protocol): its EndpointSlices, else its selector."""
         slices = self._slices.get((svc.namespace, svc.name), [])
-        namespace_pods = self._pods_by_ns.get(svc.namespace, [])
         if slices:
-            pods_by_ip = {p.ip: p for p in namespace_pods}
+            pods_by_ip = {p.ip: p for p in self._pods_by_ns.get(svc.namespace, [])}
+            found = []
             for es in slices:
-                for address in es.addresses:
-                    pod = pods_by_ip.get(address)
-                    for hp in host.ports.values():
-                        port = es.ports.get(hp.name) or (es.ports.get("") if len(es.ports) == 1 else None)
-                        if port:
-                            hp.endpoints.append(_endpoint(address, port, pod))
-            return
+                port = es.ports.get(name) or (es.ports.get("") if len(es.ports) == 1 else None)
+                if port:
+                    found += [_endpoint(address, port, pods_by_ip.get(address)) for address in es.addresses]
+            return found
         if not svc.selector:
-            return
+            return []
+        found = []
         for pod in self._pods_selected_by(svc.namespace, svc.selector):
             if any(pod.labels.get(k) != v for k, v in svc.selector.items()):
                 continue
-            for hp in host.ports.values():
-                target = hp.target_port
-                if isinstance(target, str):
-                    named = [cp.port for cp in pod.ports if cp.name == target]
-                    if not named:
-                        continue  # the pod does not expose that named port: not an endpoint, as in Kubernetes
-                    target = named[0]
-                hp.endpoints.append(_endpoint(pod.ip, target, pod))
+            target = target_port
+            if isinstance(target, str):
+                named = [cp.port for cp in pod.ports if cp.name == target]
+                if not named:
+                    continue  # the pod does not expose that named port: not an endpoint, as in Kubernetes
+                target = named[0]
+            found.append(_endpoint(pod.ip, target, pod))
+        return found
 
     def _pods_selected_by(self, namespace: str, selector: dict[str, str]) -> list[Pod]:
         """The namespace's pods carrying one of the selector's labels: the candidates to check in full."""

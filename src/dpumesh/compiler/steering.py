@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from dpumesh.compiler.context import CompileContext
@@ -86,4 +87,41 @@ def steering_model(ctx: CompileContext) -> dict[str, Any]:
         },
         "pods": pods,
         "remote_nodes": remotes,
+        "services": cluster_ip_services(ctx),
     }
+
+
+def cluster_ip_services(ctx: CompileContext) -> list[dict[str, Any]]:
+    """Every Service with a ClusterIP, its ports and their ready endpoints: the DPU translates the ClusterIP
+    for traffic the proxy does not carry, as kube-proxy would on a node. The same for every node of a state."""
+    key = ("steering services",)
+    if key not in ctx.memo:
+        services = []
+        for svc in sorted(ctx.state.services, key=lambda s: s.meta.key):
+            if svc.headless or not _is_ipv4(svc.cluster_ip):
+                continue
+            ports = []
+            for sp in svc.ports:
+                found = ctx.registry.port_endpoints(svc, sp.name, sp.target_port)
+                ready = {(e.address, e.port) for e in found if _is_ipv4(e.address)}
+                endpoints = sorted(ready, key=lambda e: (ipaddress.ip_address(e[0]), e[1]))
+                ports.append(
+                    {
+                        "name": sp.name,
+                        "protocol": sp.protocol,
+                        "port": sp.port,
+                        "endpoints": [{"ip": ip, "port": port} for ip, port in endpoints],
+                    }
+                )
+            services.append(
+                {"namespace": svc.namespace, "name": svc.name, "cluster_ip": svc.cluster_ip, "ports": ports}
+            )
+        ctx.memo[key] = services
+    return ctx.memo[key]
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False

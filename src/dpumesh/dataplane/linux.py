@@ -22,7 +22,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from dpumesh.dataplane.model import PodSteering, SteeringModel
+from dpumesh.dataplane.model import PodSteering, ServicePort, SteeringModel
 
 TABLE = "dpumesh"
 # Protocol id of the routes and rules this backend owns, so re-applying can remove stale ones.
@@ -174,6 +174,67 @@ def _set_decl(name: str, type_: str, elements: list[str], flags: str = "") -> li
     return [*lines, "  }"]
 
 
+def captures_inbound(pod: PodSteering, port: int) -> bool:
+    """Whether TCP to this local pod's `port` goes through the inbound listener."""
+    cap = pod.capture
+    return pod.meshed and (not cap.inbound_ports or port in cap.inbound_ports) and port not in cap.inbound_exclude_ports
+
+
+def bypass_endpoints(model: SteeringModel, port: ServicePort) -> list[tuple[str, int]]:
+    """The endpoints a ClusterIP port is translated to on this node (local inbound captures left out)."""
+    local = {p.ip: p for p in model.pods}
+    return [
+        (e.ip, e.port)
+        for e in port.endpoints
+        if not (port.protocol == "TCP" and e.ip in local and captures_inbound(local[e.ip], e.port))
+    ]
+
+
+def _service_nat(model: SteeringModel) -> list[str]:
+    """Sets, maps and chains that translate ClusterIPs (see the module docstring)."""
+    vmap: list[str] = []
+    chains: list[str] = []
+    for service in model.services:
+        for port in service.ports:
+            name = f"svc_{len(vmap)}"
+            proto = port.protocol.lower()
+            vmap.append(f"{service.cluster_ip} . {proto} . {port.port} : goto {name}")
+            chains += [f"  chain {name} {{", f'    comment "{service.key} {port.port}/{port.protocol}"']
+            endpoints = bypass_endpoints(model, port)
+            if endpoints:
+                targets = _set([f"{i} : {ip} . {target}" for i, (ip, target) in enumerate(endpoints)])
+                chains.append(f"    meta l4proto {proto} dnat ip to numgen random mod {len(endpoints)} map {targets}")
+            chains.append("  }")
+    cap = model.proxy.capture_mark
+    lines = _set_decl("service_ips", "ipv4_addr", [s.cluster_ip for s in model.services])
+    lines += ["  map service_ports {", "    type ipv4_addr . inet_proto . inet_service : verdict"]
+    if vmap:
+        lines.append(f"    elements = {_set(vmap)}")
+    lines += ["  }", *chains]
+    lines += [
+        "  chain service_nat {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        # Captured by the proxy, which picks the endpoint itself (and needs the ClusterIP to do it).
+        f"    meta mark {cap} return",
+        "    iifname @vf_representors ip daddr . meta l4proto . th dport vmap @service_ports",
+        "  }",
+        "  chain service_nat_output {",
+        "    type nat hook output priority -100; policy accept;",  # dstnat (nft names it for prerouting only)
+        "    ip daddr . meta l4proto . th dport vmap @service_ports",
+        "  }",
+        # Still addressed to a ClusterIP after translation: a port the Service does not declare, or no endpoint.
+        "  chain service_refuse {",
+        "    type filter hook prerouting priority dstnat + 10; policy accept;",
+        f"    iifname @vf_representors meta mark != {cap} ip daddr @service_ips jump refuse",
+        "  }",
+        "  chain refuse {",
+        '    meta l4proto tcp counter reject with tcp reset comment "ClusterIP port without endpoint"',
+        '    counter reject comment "ClusterIP port without endpoint"',
+        "  }",
+    ]
+    return lines
+
+
 def render_ruleset(model: SteeringModel) -> str:
     """The complete `table inet dpumesh`, replaced atomically by one `nft -f`."""
     proxy = model.proxy
@@ -188,6 +249,7 @@ def render_ruleset(model: SteeringModel) -> str:
     body += _set_decl("inbound_all_ports", "ipv4_addr", sets["inbound_all_ports"])
     body += _set_decl("inbound_ports", "ipv4_addr . inet_service", sets["inbound_ports"])
     body += _set_decl("inbound_excluded", "ipv4_addr . inet_service", sets["inbound_excluded"])
+    body += _service_nat(model)
 
     # Anti-spoofing, before conntrack so a forged packet leaves no state behind.
     body += ["  chain antispoof {", "    type filter hook prerouting priority raw; policy accept;"]

@@ -15,6 +15,7 @@ from dpumesh.errors import DpumeshError
 
 SCHEMA = "dpumesh.io/steering/v1"
 NETWORK_MODES = ("underlay", "overlay")
+SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # Linux interface names: at most 15 bytes, no '/', ':' or whitespace.
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
@@ -72,6 +73,34 @@ class Tunnel:
 
 
 @dataclass(frozen=True)
+class ServiceEndpoint:
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    protocol: str  # TCP, UDP or SCTP
+    port: int
+    endpoints: tuple[ServiceEndpoint, ...]  # ready endpoints, targetPort resolved
+
+
+@dataclass(frozen=True)
+class ServiceSteering:
+    """A Service's ClusterIP, for traffic the proxy does not carry (translated on the DPU like kube-proxy)."""
+
+    namespace: str
+    name: str
+    cluster_ip: str
+    ports: tuple[ServicePort, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class SteeringModel:
     node: str
     version: str
@@ -82,6 +111,7 @@ class SteeringModel:
     proxy: ProxyPorts
     pods: tuple[PodSteering, ...]
     remote_nodes: tuple[RemoteNode, ...]
+    services: tuple[ServiceSteering, ...] = ()
 
     @property
     def gateway_ip(self) -> str:
@@ -196,6 +226,7 @@ def parse_steering(data: dict[str, Any]) -> SteeringModel:
         proxy=proxy,
         pods=pods,
         remote_nodes=remotes,
+        services=_services(r, r.get(data, "", "services", list, [])),
     )
     if model.tunnel.type != "vxlan" or not 1 <= model.tunnel.vni < 2**24:
         r.problems.append("tunnel: type must be 'vxlan' and vni 1-16777215")
@@ -245,3 +276,38 @@ def _check_unique(r: _Reader, pods: tuple[PodSteering, ...]) -> None:
             if value in seen:
                 r.problems.append(f"pods: {pod.key} has the same {attr} {value} as {seen[value]}")
             seen.setdefault(value, pod.key)
+
+
+def _services(r: _Reader, raw_services: list[Any]) -> tuple[ServiceSteering, ...]:
+    """The `services` list (absent in models written before it existed: no ClusterIP translation)."""
+    services = []
+    seen: dict[tuple[str, str, int], str] = {}
+    for i, raw in enumerate(raw_services):
+        path = f"services[{i}]"
+        service = ServiceSteering(
+            namespace=r.get(raw, path, "namespace", str),
+            name=r.get(raw, path, "name", str),
+            cluster_ip=r.ip(raw, path, "cluster_ip"),
+            ports=tuple(
+                _service_port(r, p, f"{path}.ports[{j}]") for j, p in enumerate(r.get(raw, path, "ports", list))
+            ),
+        )
+        for port in service.ports:
+            where = (service.cluster_ip, port.protocol, port.port)
+            if where in seen:
+                what = f"{port.port}/{port.protocol} of {service.cluster_ip}"
+                r.problems.append(f"{path} ({service.key}): {what} is also in {seen[where]}")
+            seen.setdefault(where, service.key)
+        services.append(service)
+    return tuple(services)
+
+
+def _service_port(r: _Reader, raw: Any, path: str) -> ServicePort:
+    protocol = r.get(raw, path, "protocol", str)
+    if protocol not in SERVICE_PROTOCOLS:
+        r.problems.append(f"{path}.protocol: {protocol!r} is not one of {', '.join(SERVICE_PROTOCOLS)}")
+    endpoints = tuple(
+        ServiceEndpoint(r.ip(e, f"{path}.endpoints[{k}]", "ip"), r.port(e, f"{path}.endpoints[{k}]", "port"))
+        for k, e in enumerate(r.get(raw, path, "endpoints", list))
+    )
+    return ServicePort(r.get(raw, path, "name", str, ""), protocol, r.port(raw, path, "port"), endpoints)

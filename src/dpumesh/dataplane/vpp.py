@@ -10,6 +10,10 @@ VPP numbers ACLs and MACIP ACLs (two separate pools) in creation order; the
 command file creates each one right before it references it (see `validate_cli`).
 The proxy's own connections start in the host stack, not on a VF, so ABF never
 sends them back to the proxy (rule 4 needs no marks here).
+ClusterIPs: one cnat translation per Service port (TCP, UDP) to its ready
+endpoints; ABF runs in the ip4-unicast arc, before the FIB lookup that hands a
+ClusterIP to cnat, so captured TCP still reaches the proxy with the ClusterIP.
+Local meshed endpoints of a captured port are left out, as on `linux`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from dpumesh.dataplane.linux import bypass_endpoints
 from dpumesh.dataplane.model import PodSteering, SteeringModel
 
 PROXY_INTERFACE = "loop0"
@@ -76,6 +81,7 @@ def render_startup(model: SteeringModel) -> str:
         "  plugin default { enable }",
         "  plugin acl_plugin.so { enable }",
         "  plugin abf_plugin.so { enable }",
+        "  plugin cnat_plugin.so { enable }",
         "}",
         "session {",
         "  enable",
@@ -156,6 +162,7 @@ def render_cli(model: SteeringModel, secret: int) -> str:
             ]
     else:
         out += [f"ip route add {r.pod_cidr} via {r.fabric_ip} {FABRIC_INTERFACE}" for r in model.remote_nodes]
+    out += _cluster_ip_translations(model)
     policy = 0
     for pod in meshed:
         if not pod.capture.outbound:
@@ -177,6 +184,22 @@ def render_cli(model: SteeringModel, secret: int) -> str:
             ingress += [f"vxlan_tunnel{i}" for i in range(len(model.remote_nodes))]
         out += [f"abf attach ip4 policy {policy} priority 20 {ifname}" for ifname in ingress]
     return "\n".join(out) + "\n"
+
+
+def _cluster_ip_translations(model: SteeringModel) -> list[str]:
+    out = []
+    for service in model.services:
+        for port in service.ports:
+            endpoints = bypass_endpoints(model, port)
+            where = f"{service.key} {port.port}/{port.protocol}"
+            if port.protocol not in ("TCP", "UDP"):
+                out.append(f"comment {{ {where}: cnat translates TCP and UDP only }}")
+            elif not endpoints:
+                out.append(f"comment {{ {where}: no endpoint to translate to on this node }}")
+            else:
+                paths = " ".join(f"to ->{ip} {target}" for ip, target in endpoints)
+                out.append(f"cnat translation add proto {port.protocol} vip {service.cluster_ip} {port.port} {paths}")
+    return out
 
 
 def render_vcl(model: SteeringModel, secret: int) -> str:

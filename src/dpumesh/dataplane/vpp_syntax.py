@@ -4,7 +4,8 @@ Each check returns a list of problems ("line N: ..."); empty means valid.
 - startup.conf: balanced braces, only known top-level sections, one of each;
 - CLI file: every line is one known command with well-formed arguments,
   interfaces are created or named before use, ACL and MACIP ACL indices
-  (separate pools, numbered in creation order) exist when used, ABF policies exist before they are attached;
+  (separate pools, numbered in creation order) exist when used, ABF policies exist before they are attached,
+  each ClusterIP port is translated once;
 - VCL: one `vcl { }` block of known keys; namespace id and secret match the CLI.
 """
 
@@ -47,6 +48,8 @@ COMMANDS: dict[str, re.Pattern[str]] = {
         "acl": rf"set acl-plugin acl {_ACL_RULE}(?:, {_ACL_RULE})*(?: tag [A-Za-z0-9_.-]+)?",
         "abf policy": rf"abf policy add id (?P<policy>\d+) acl (?P<acl>\d+) via (?P<via>{_IP4}) (?P<if>{_IF})",
         "abf attach": rf"abf attach ip4 policy (?P<policy>\d+) priority \d+ (?P<if>{_IF})",
+        "cnat translation": rf"cnat translation add proto (?P<proto>TCP|UDP) vip (?P<ip>{_IP4}) (?P<vport>\d+)"
+        rf"(?: to ->{_IP4} \d+)+",
     }.items()
 }
 # Interfaces that exist before the CLI file runs (from startup.conf / the hardware).
@@ -101,7 +104,13 @@ def _check_values(number: int, name: str, match: re.Match[str]) -> list[str]:
             ipaddress.IPv4Network(rule_prefix)
         except ValueError:
             problems.append(f"line {number}: {rule_prefix!r} is not a valid prefix (host bits set?)")
-    for port in re.findall(r"(?:dport|sport|dst_port) (\d+)", match.group(0)):
+    if name == "cnat translation":
+        for target in re.findall(rf"->({_IP4}) \d+", match.group(0)):
+            try:
+                ipaddress.IPv4Address(target)
+            except ValueError:
+                problems.append(f"line {number}: {target!r} is not a valid endpoint address")
+    for port in re.findall(r"(?:dport|sport|dst_port|vip \S+|->\S+) (\d+)", match.group(0)):
         if not 0 < int(port) < 65536:
             problems.append(f"line {number}: port {port} is out of range")
     return problems
@@ -112,6 +121,7 @@ def validate_cli(text: str) -> list[str]:
     interfaces: set[str] = set()
     acl_count = macip_count = 0
     policies: set[int] = set()
+    translated: set[tuple[str, str, str]] = set()
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -138,6 +148,13 @@ def validate_cli(text: str) -> list[str]:
             policies.add(int(groups["policy"]))
         elif name == "abf attach" and int(groups["policy"]) not in policies:
             problems.append(f"line {number}: ABF policy {groups['policy']} is attached before it is added")
+        elif name == "cnat translation":
+            vip = (groups["ip"], groups["proto"], groups["vport"])
+            if vip in translated:
+                problems.append(
+                    f"line {number}: {groups['ip']} {groups['vport']}/{groups['proto']} is translated twice"
+                )
+            translated.add(vip)
         elif name == "macip attach" and int(groups["acl"]) >= macip_count:
             problems.append(f"line {number}: MACIP ACL {groups['acl']} is attached before it is created")
         for key in ("if", "if2"):
