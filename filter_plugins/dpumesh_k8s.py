@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dpumesh.errors import DpumeshError
-from dpumesh.k8s import downloads, inventory, manifests, status, validate
+from dpumesh.k8s import inventory, manifests, status, validate
 from dpumesh.k8s.manifests import plain
+from dpumesh.state.load import load_manifest_dir
 
 
 def _host_vars(hostvars, hosts, names):
@@ -15,20 +16,8 @@ def _host_vars(hostvars, hosts, names):
 def dpu_inventory(socs, hosts, hostvars):
     return inventory.dpu_inventory(
         _host_vars(hostvars, socs, ("dpu_soc_node", "dpu_soc_fabric_ip", "ansible_host")),
-        _host_vars(hostvars, hosts, ("dpu_host_pf", "dpu_host_num_vfs", "ansible_host")),
+        _host_vars(hostvars, hosts, ("dpu_host_pf", "dpu_host_num_vfs", "ansible_host", "dpumesh_node_pod_cidr")),
     )
-
-
-def download_problems(table, overrides=None, mirror=""):
-    try:
-        merged = downloads.merge_overrides(plain(table), plain(overrides or {}))
-    except DpumeshError as exc:
-        return [str(exc)]
-    return downloads.check_mirror(mirror or "") + downloads.check_table(merged)
-
-
-def resolve_downloads(table, overrides=None, mirror=""):
-    return downloads.resolve(plain(table), mirror or "", plain(overrides or {}))
 
 
 def choice_problems(value, choices, var):
@@ -51,12 +40,23 @@ def pool_num_vfs(pool, hosts):
     return inventory.pool_num_vfs(plain(pool), plain(hosts))
 
 
-def cidr_overlap_problems(pools, reserved):
-    return inventory.check_cidr_overlaps(plain(pools), plain(reserved))
+def node_ippools(nodes):
+    return inventory.node_ippools(plain(nodes))
 
 
-def node_ippools(nodes, vf_cidr, node_prefix, explicit=None):
-    return inventory.node_ippools(plain(nodes), vf_cidr, int(node_prefix), plain(explicit or {}))
+def node_pod_cidr_problems(nodes, pod_cidr, service_cidr):
+    return inventory.check_node_pod_cidrs(plain(nodes), pod_cidr or "", service_cidr or "")
+
+
+def node_pod_cidr_mismatches(nodes, node_objects, source):
+    """``node_objects``: Node objects (k8s_info resources), or a manifest directory path to read them from."""
+    if isinstance(node_objects, str):
+        try:
+            node_objects = load_manifest_dir(node_objects)
+        except DpumeshError as exc:
+            return [f"{source}: {exc}"]
+    cluster = inventory.node_pod_cidrs(plain(node_objects or []))
+    return inventory.compare_node_pod_cidrs(plain(nodes), cluster, source)
 
 
 def manifest_problems(objects, versions=validate.SUPPORTED_VERSIONS):
@@ -91,15 +91,14 @@ class FilterModule:
     def filters(self):
         return {
             "dpumesh_k8s_dpu_inventory": dpu_inventory,
-            "dpumesh_k8s_download_problems": download_problems,
-            "dpumesh_k8s_resolve_downloads": resolve_downloads,
             "dpumesh_k8s_choice_problems": choice_problems,
             "dpumesh_k8s_default_vf_pools": default_vf_pools,
             "dpumesh_k8s_vf_pool_problems": vf_pool_problems,
             "dpumesh_k8s_pool_num_vfs": pool_num_vfs,
             "dpumesh_k8s_port_problems": port_problems,
-            "dpumesh_k8s_cidr_overlap_problems": cidr_overlap_problems,
             "dpumesh_k8s_node_ippools": node_ippools,
+            "dpumesh_k8s_node_pod_cidr_problems": node_pod_cidr_problems,
+            "dpumesh_k8s_node_pod_cidr_mismatches": node_pod_cidr_mismatches,
             "dpumesh_k8s_manifest_problems": manifest_problems,
             "dpumesh_k8s_manifest_files": manifest_files,
             "dpumesh_k8s_apply_order": apply_order,

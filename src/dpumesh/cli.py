@@ -82,16 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
     images = sub.add_parser("images", help="list every image and chart to mirror for an air-gapped site")
     images.add_argument("--mirror", default="", help="registry mirror that rewrites every reference")
     images.add_argument("--format", choices=["text", "refs"], default="text", help="table, or one reference per line")
+    images.add_argument(
+        "--vars",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="inventory variables file whose downloads_overrides, dpumesh_registry_mirror and "
+        "dpumesh_require_image_digests apply (repeatable; later files win)",
+    )
     images.set_defaults(func=cmd_images)
+
+    sds = sub.add_parser("sds", help="serve workload certificates to the node's dpu-proxy (SDS over gRPC)")
+    sds.add_argument("--socket", required=True, metavar="PATH", help="Unix socket the proxy's bootstrap names")
+    sds.add_argument("--cert-dir", required=True, metavar="DIR", help="certificate layout of the node (dpumesh.certs)")
+    sds.add_argument("--poll-interval", type=float, default=1.0, metavar="S", help="how often to look for new files")
+    sds.set_defaults(func=cmd_sds)
 
     add_lab_parser(sub)
     return parser
 
 
+def cmd_sds(args: argparse.Namespace) -> int:
+    from dpumesh import sds
+
+    return sds.run(args.socket, args.cert_dir, args.poll_interval)
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from dpumesh.k8s import images_report
 
-    print(images_report(args.mirror, args.format), end="")
+    print(images_report(args.mirror, args.format, var_files=args.vars), end="")
     return 0
 
 

@@ -59,6 +59,7 @@ def dpu_inventory(socs: Mapping[str, Mapping], hosts: Mapping[str, Mapping]) -> 
             "address": str(hv.get("ansible_host") or host),
             "pf": pf or "",
             "num_vfs": num_vfs or 0,
+            "pod_cidr": str(hv.get("dpumesh_node_pod_cidr") or ""),
         }
     nodes: dict[str, dict] = {}
     for soc, sv in sorted(socs.items()):
@@ -80,6 +81,7 @@ def dpu_inventory(socs: Mapping[str, Mapping], hosts: Mapping[str, Mapping]) -> 
             "host_address": host.get("address", node),
             "pf": host.get("pf", ""),
             "num_vfs": host.get("num_vfs", 0),
+            "pod_cidr": host.get("pod_cidr", ""),
         }
     return {"nodes": [nodes[n] for n in sorted(nodes)], "hosts": host_records, "problems": problems}
 
@@ -165,24 +167,92 @@ def _network(value, var: str, problems: list[str]):
         return None
 
 
-def check_cidr_overlaps(pools: Mapping[str, str], reserved: Mapping[str, str]) -> list[str]:
-    """Each pool CIDR must be a valid network and overlap neither a reserved CIDR nor another pool."""
+_POD_CIDR_HINT = "the node's spec.podCIDR: kubectl get node {node} -o jsonpath='{{.spec.podCIDR}}'"
+
+
+def check_node_pod_cidrs(nodes: Sequence[Mapping], pod_cidr: str, service_cidr: str) -> list[str]:
+    """Each DPU node's ``dpumesh_node_pod_cidr`` (its spec.podCIDR and its VF address pool): set, a network
+    inside ``dpumesh_pod_cidr``, room for the gateway and pods, no overlap; fabric IPs outside the pod CIDR.
+    """
     problems: list[str] = []
-    reserved_nets = {name: _network(cidr, name, problems) for name, cidr in reserved.items()}
-    pool_nets = {name: _network(cidr, name, problems) for name, cidr in pools.items()}
-    for name, net in pool_nets.items():
-        if net is None:
+    cluster = _network(pod_cidr, "dpumesh_pod_cidr", problems)
+    services = _network(service_cidr, "dpumesh_service_cidr", problems)
+    if (
+        cluster is not None
+        and services is not None
+        and cluster.version == services.version
+        and cluster.overlaps(services)
+    ):
+        problems.append(f"dpumesh_pod_cidr: {cluster} overlaps dpumesh_service_cidr ({services})")
+    seen: dict[str, object] = {}
+    for node in nodes:
+        var = f"host {node['name']} (dpu_hosts): dpumesh_node_pod_cidr"
+        if not node.get("pod_cidr"):
+            problems.append(f"{var} is not set; it is {_POD_CIDR_HINT.format(node=node['name'])}")
             continue
-        for other, other_net in reserved_nets.items():
-            if other_net is not None and net.version == other_net.version and net.overlaps(other_net):
-                problems.append(f"{name}: {net} overlaps {other} ({other_net})")
-    names = [n for n, net in pool_nets.items() if net is not None]
-    for i, first in enumerate(names):
-        for second in names[i + 1 :]:
-            a, b = pool_nets[first], pool_nets[second]
-            if a.version == b.version and a.overlaps(b):
-                problems.append(f"{first}: {a} overlaps {second} ({b})")
+        subnet = _network(node["pod_cidr"], var, problems)
+        if subnet is None:
+            continue
+        if cluster is not None and (subnet.version != cluster.version or not subnet.subnet_of(cluster)):
+            problems.append(f"{var} {subnet} is not inside dpumesh_pod_cidr {cluster}")
+        elif subnet.num_addresses < 4:
+            problems.append(f"{var} {subnet} has no room for the gateway and pods (needs at least 4 addresses)")
+        for other, other_net in seen.items():
+            if subnet.version == other_net.version and subnet.overlaps(other_net):
+                problems.append(f"{var} {subnet} overlaps node {other} ({other_net})")
+        seen[node["name"]] = subnet
+        fabric_ip = node.get("fabric_ip")
+        if cluster is not None and _is_ip(fabric_ip) and ipaddress.ip_address(str(fabric_ip)) in cluster:
+            problems.append(
+                f"host {node.get('soc')} (dpu_socs): dpu_soc_fabric_ip {fabric_ip} is inside dpumesh_pod_cidr "
+                f"{cluster}; the DPUs route pod addresses over the fabric, so it must lie outside"
+            )
     return problems
+
+
+def compare_node_pod_cidrs(nodes: Sequence[Mapping], cluster: Mapping[str, str], source: str) -> list[str]:
+    """The inventory's pod CIDR of each DPU node against the node's spec.podCIDR in ``cluster`` ({node: CIDR}).
+
+    The compiler and the dataplane route each node's spec.podCIDR (gateway = first address) while spiderpool
+    hands out addresses from ``dpumesh_node_pod_cidr``: the two must be the same network.
+    """
+    problems: list[str] = []
+    for node in nodes:
+        name, wanted = node["name"], str(node.get("pod_cidr") or "")
+        if not wanted:
+            continue  # reported by check_node_pod_cidrs
+        if name not in cluster:
+            problems.append(f"node {name}: not found in {source}; dpumesh_node_pod_cidr cannot be compared")
+            continue
+        actual = str(cluster[name] or "")
+        if not actual:
+            problems.append(
+                f"node {name}: has no spec.podCIDR in {source}; the compiler routes each DPU node's pod CIDR, so "
+                "the cluster must allocate node CIDRs (kube-controller-manager --allocate-node-cidrs)"
+            )
+        elif _same_network(actual, wanted) is False:
+            problems.append(
+                f"node {name}: dpumesh_node_pod_cidr {wanted} (its VF address pool) differs from spec.podCIDR "
+                f"{actual} in {source}, which the compiler and dataplane route; set dpumesh_node_pod_cidr: "
+                f"{actual} in host_vars/{name}.yml"
+            )
+    return problems
+
+
+def _same_network(a: str, b: str) -> bool | None:
+    try:
+        return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
+    except ValueError:
+        return None
+
+
+def node_pod_cidrs(objects: Sequence[Mapping]) -> dict[str, str]:
+    """{node name: spec.podCIDR} of the Node objects among ``objects`` (live or from manifests)."""
+    return {
+        str((obj.get("metadata") or {}).get("name")): str((obj.get("spec") or {}).get("podCIDR") or "")
+        for obj in objects
+        if isinstance(obj, Mapping) and obj.get("kind", "Node") == "Node" and (obj.get("metadata") or {}).get("name")
+    }
 
 
 def _node_pool(node: str, subnet) -> dict:
@@ -198,41 +268,19 @@ def _node_pool(node: str, subnet) -> dict:
     }
 
 
-def node_ippools(nodes: Sequence[Mapping], vf_cidr: str, node_prefix: int, explicit: Mapping[str, str]) -> dict:
-    """One VF address pool per DPU node: ``explicit[node]`` when given, else the next free
-    ``/node_prefix`` of ``vf_cidr`` in node-name order. Returns ``{"pools": [...], "problems": [...]}``.
+def node_ippools(nodes: Sequence[Mapping]) -> dict:
+    """One VF address pool per DPU node: its pod CIDR (``dpumesh_node_pod_cidr``), the same network the
+    compiler allocates pod addresses from and the dataplane routes. Returns ``{"pools": [...]}``.
     """
-    problems: list[str] = []
-    network = _network(vf_cidr, "spiderpool_vf_cidr", problems)
-    if network is None:
-        return {"pools": [], "problems": problems}
-    if not network.prefixlen <= int(node_prefix) <= network.max_prefixlen - 2:
-        message = f"spiderpool_vf_node_prefix: /{node_prefix} does not fit inside spiderpool_vf_cidr {network}"
-        return {"pools": [], "problems": [message]}
-    node_names = {n["name"] for n in nodes}
-    pinned = {}
-    for name, cidr in sorted(explicit.items()):
-        var = f"spiderpool_vf_node_subnets.{name}"
-        subnet = _network(cidr, var, problems)
-        if name not in node_names:
-            problems.append(f"{var}: not a DPU node (dpu_soc_node of a dpu_socs host)")
-        elif subnet is not None and (subnet.version != network.version or not subnet.subnet_of(network)):
-            problems.append(f"{var}: {subnet} is not inside spiderpool_vf_cidr {network}")
-        elif subnet is not None and subnet.num_addresses < 4:
-            problems.append(f"{var}: {subnet} is too small for a gateway and pods")
-        elif subnet is not None:
-            pinned[name] = subnet
-    free = (s for s in network.subnets(new_prefix=int(node_prefix)) if not any(s.overlaps(p) for p in pinned.values()))
     pools = []
     for node in nodes:
-        subnet = pinned.get(node["name"]) or next(free, None)
-        if subnet is None:
-            if node["name"] not in explicit:
-                problems.append(f"spiderpool_vf_cidr: {network} has no /{node_prefix} left for node {node['name']}")
-            continue
-        pools.append(_node_pool(node["name"], subnet))
-    problems += check_cidr_overlaps({f"node {p['node']}": p["subnet"] for p in pools}, {})
-    return {"pools": pools, "problems": problems}
+        try:
+            subnet = ipaddress.ip_network(str(node.get("pod_cidr") or ""), strict=True)
+        except ValueError:
+            continue  # reported by check_node_pod_cidrs
+        if subnet.num_addresses >= 4:
+            pools.append(_node_pool(node["name"], subnet))
+    return {"pools": pools}
 
 
 def check_ports(ports: Mapping[str, object], distinct: bool = False) -> list[str]:

@@ -6,12 +6,14 @@ import pytest
 
 from dpumesh.k8s.inventory import (
     check_choice,
-    check_cidr_overlaps,
+    check_node_pod_cidrs,
     check_ports,
     check_vf_pools,
+    compare_node_pod_cidrs,
     default_vf_pools,
     dpu_inventory,
     node_ippools,
+    node_pod_cidrs,
     pool_num_vfs,
 )
 
@@ -68,32 +70,74 @@ def test_pools_sharing_vfs_and_names_are_refused():
     assert "sriov_resource_pools[3] (bad-name): device_type 'vdpa' is not netdevice or vfio-pci" in problems
 
 
-def test_pool_cidr_overlapping_pod_or_service_cidr():
-    reserved = {"dpumesh_pod_cidr": "10.244.0.0/16", "dpumesh_service_cidr": "10.96.0.0/12"}
-    assert check_cidr_overlaps({"spiderpool_vf_cidr": "10.250.0.0/16"}, reserved) == []
-    assert check_cidr_overlaps({"spiderpool_vf_cidr": "10.244.128.0/17"}, reserved) == [
-        "spiderpool_vf_cidr: 10.244.128.0/17 overlaps dpumesh_pod_cidr (10.244.0.0/16)"
-    ]
-    assert check_cidr_overlaps({"spiderpool_vf_cidr": "10.100.0.0/16"}, reserved) == [
-        "spiderpool_vf_cidr: 10.100.0.0/16 overlaps dpumesh_service_cidr (10.96.0.0/12)"
-    ]
-    assert "not a network address/prefix" in check_cidr_overlaps({"spiderpool_vf_cidr": "10.1.1.1/16"}, reserved)[0]
+def _node(name, cidr, fabric_ip="192.168.0.1"):
+    return {"name": name, "soc": f"{name}-dpu", "fabric_ip": fabric_ip, "pod_cidr": cidr}
 
 
-def test_node_pools_are_carved_in_name_order_unless_pinned():
-    nodes = [{"name": "b"}, {"name": "a"}, {"name": "c"}]
-    nodes.sort(key=lambda n: n["name"])
-    result = node_ippools(nodes, "10.250.0.0/16", 24, {"c": "10.250.0.0/24"})
-    assert result["problems"] == []
-    assert [(p["node"], p["subnet"], p["gateway"]) for p in result["pools"]] == [
-        ("a", "10.250.1.0/24", "10.250.1.1"),
-        ("b", "10.250.2.0/24", "10.250.2.1"),
-        ("c", "10.250.0.0/24", "10.250.0.1"),
+def test_node_pod_cidrs_are_set_inside_the_pod_cidr_and_disjoint():
+    good = [_node("a", "10.244.1.0/24"), _node("b", "10.244.2.0/24", "192.168.0.2")]
+    assert check_node_pod_cidrs(good, "10.244.0.0/16", "10.96.0.0/12") == []
+    bad = [
+        _node("a", ""),
+        _node("b", "10.9.0.0/24"),
+        _node("c", "10.244.1.0/24", "10.244.3.1"),
+        _node("d", "10.244.1.128/25"),
+        _node("e", "10.244.9.1/24"),
+        _node("f", "10.244.10.0/31"),
     ]
-    outside = node_ippools(nodes, "10.250.0.0/16", 24, {"a": "10.9.0.0/24", "zz": "10.250.9.0/24"})["problems"]
-    assert "spiderpool_vf_node_subnets.a: 10.9.0.0/24 is not inside spiderpool_vf_cidr 10.250.0.0/16" in outside
-    assert "spiderpool_vf_node_subnets.zz: not a DPU node (dpu_soc_node of a dpu_socs host)" in outside
-    assert node_ippools(nodes, "10.250.0.0/30", 31, {})["problems"][0].startswith("spiderpool_vf_node_prefix")
+    assert check_node_pod_cidrs(bad, "10.244.0.0/16", "10.240.0.0/12") == [
+        "dpumesh_pod_cidr: 10.244.0.0/16 overlaps dpumesh_service_cidr (10.240.0.0/12)",
+        "host a (dpu_hosts): dpumesh_node_pod_cidr is not set; it is the node's spec.podCIDR: "
+        "kubectl get node a -o jsonpath='{.spec.podCIDR}'",
+        "host b (dpu_hosts): dpumesh_node_pod_cidr 10.9.0.0/24 is not inside dpumesh_pod_cidr 10.244.0.0/16",
+        "host c-dpu (dpu_socs): dpu_soc_fabric_ip 10.244.3.1 is inside dpumesh_pod_cidr 10.244.0.0/16; "
+        "the DPUs route pod addresses over the fabric, so it must lie outside",
+        "host d (dpu_hosts): dpumesh_node_pod_cidr 10.244.1.128/25 overlaps node c (10.244.1.0/24)",
+        "host e (dpu_hosts): dpumesh_node_pod_cidr: '10.244.9.1/24' is not a network address/prefix "
+        "(10.244.9.1/24 has host bits set)",
+        "host f (dpu_hosts): dpumesh_node_pod_cidr 10.244.10.0/31 has no room for the gateway and pods "
+        "(needs at least 4 addresses)",
+    ]
+
+
+def test_node_pod_cidrs_are_compared_with_the_cluster():
+    nodes = [_node("a", "10.244.1.0/24"), _node("b", "10.244.2.0/24"), _node("c", "10.244.3.0/24"), _node("d", "")]
+    objects = [
+        {"kind": "Node", "metadata": {"name": "a"}, "spec": {"podCIDR": "10.244.1.0/24"}},
+        {"kind": "Node", "metadata": {"name": "b"}, "spec": {"podCIDR": "10.244.7.0/24"}},
+        {"kind": "Node", "metadata": {"name": "x"}, "spec": {}},
+        {"kind": "Service", "metadata": {"name": "c"}, "spec": {}},
+    ]
+    cluster = node_pod_cidrs(objects)
+    assert cluster == {"a": "10.244.1.0/24", "b": "10.244.7.0/24", "x": ""}
+    assert compare_node_pod_cidrs(nodes, cluster, "the cluster") == [
+        "node b: dpumesh_node_pod_cidr 10.244.2.0/24 (its VF address pool) differs from spec.podCIDR 10.244.7.0/24 "
+        "in the cluster, which the compiler and dataplane route; set dpumesh_node_pod_cidr: 10.244.7.0/24 in "
+        "host_vars/b.yml",
+        "node c: not found in the cluster; dpumesh_node_pod_cidr cannot be compared",
+    ]
+    no_cidr = compare_node_pod_cidrs([_node("x", "10.244.4.0/24")], cluster, "the cluster")
+    assert no_cidr[0].startswith("node x: has no spec.podCIDR in the cluster")
+
+
+def test_node_pools_are_the_node_pod_cidrs():
+    result = node_ippools([_node("a", "10.244.1.0/24"), _node("b", "10.244.2.0/26"), _node("c", "bad")])
+    assert result["pools"] == [
+        {
+            "node": "a",
+            "subnet": "10.244.1.0/24",
+            "gateway": "10.244.1.1",
+            "ips": ["10.244.1.2-10.244.1.254"],
+            "version": 4,
+        },
+        {
+            "node": "b",
+            "subnet": "10.244.2.0/26",
+            "gateway": "10.244.2.1",
+            "ips": ["10.244.2.2-10.244.2.62"],
+            "version": 4,
+        },
+    ]
 
 
 def test_dpu_inventory_joins_socs_to_hosts_and_reports_gaps():
@@ -113,6 +157,7 @@ def test_dpu_inventory_joins_socs_to_hosts_and_reports_gaps():
             "host_address": "10.0.0.1",
             "pf": "ens1f0np0",
             "num_vfs": 8,
+            "pod_cidr": "",
         }
     ]
     assert result["problems"] == [
@@ -133,14 +178,13 @@ def test_ports():
 
 
 def test_ipv6_node_pools_do_not_enumerate_addresses():
-    result = node_ippools([{"name": "a"}, {"name": "b"}], "fd00:d0::/48", 64, {})
-    assert result["problems"] == []
-    assert result["pools"][1] == {
-        "node": "b",
-        "subnet": "fd00:d0:0:1::/64",
-        "gateway": "fd00:d0:0:1::1",
-        "ips": ["fd00:d0:0:1::2-fd00:d0:0:1:ffff:ffff:ffff:ffff"],
-        "version": 6,
-    }
-    tiny = node_ippools([{"name": "a"}], "10.250.0.0/16", 24, {"a": "10.250.0.0/31"})["problems"]
-    assert tiny == ["spiderpool_vf_node_subnets.a: 10.250.0.0/31 is too small for a gateway and pods"]
+    result = node_ippools([_node("a", "fd00:d0:0:1::/64")])
+    assert result["pools"] == [
+        {
+            "node": "a",
+            "subnet": "fd00:d0:0:1::/64",
+            "gateway": "fd00:d0:0:1::1",
+            "ips": ["fd00:d0:0:1::2-fd00:d0:0:1:ffff:ffff:ffff:ffff"],
+            "version": 6,
+        }
+    ]

@@ -16,16 +16,20 @@ CASES = {
         "sriov_resource_pools[0] (dpumesh_vf): PF lab-pf1: VF range 0-8 is outside the PF's VFs on node-1 "
         "(dpu_host_num_vfs 8: VFs 0-7)",
     ),
-    "pool CIDR overlapping the pod CIDR": (
-        {"spiderpool_vf_cidr": "10.244.200.0/22"},
-        "spiderpool_vf_cidr: 10.244.200.0/22 overlaps dpumesh_pod_cidr (10.244.0.0/16)",
+    "node pod CIDR outside the pod CIDR": (
+        {"dpumesh_pod_cidr": "10.245.0.0/16"},
+        "host node-1 (dpu_hosts): dpumesh_node_pod_cidr 10.244.1.0/24 is not inside dpumesh_pod_cidr 10.245.0.0/16",
     ),
-    "pool CIDR overlapping the service CIDR": (
-        {"spiderpool_vf_cidr": "10.96.0.0/24"},
-        "spiderpool_vf_cidr: 10.96.0.0/24 overlaps dpumesh_service_cidr (10.96.0.0/16)",
+    "former VF address space": (
+        {"spiderpool_vf_cidr": "10.250.0.0/16"},
+        "spiderpool_vf_cidr: no longer used. Each DPU node's VF address pool is its pod CIDR",
+    ),
+    "malformed digest": (
+        {"downloads_overrides": {"multus": {"digest": "sha256:12AB"}}},
+        "downloads table entry 'multus': field 'digest': 'sha256:12AB' is not sha256:<64 lower-case hex digits>",
     ),
     "missing image tag": (
-        {"k8s_common_download_overrides": {"istio_dpu_adapter": {"tag": ""}}},
+        {"downloads_overrides": {"istio_dpu_adapter": {"tag": ""}}},
         "downloads table entry 'istio_dpu_adapter': missing image tag (set 'tag' or 'digest')",
     ),
     "unknown sriov mode": ({"sriov_mode": "cni-only"}, "sriov_mode"),
@@ -47,6 +51,44 @@ def test_bad_inventory_stops_before_anything_is_written(tmp_path, run_stages, ca
     assert message in result.stdout, result.stdout[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     assert not render_dir.exists(), "preflight failed but something was rendered"
+
+
+def test_a_vf_pool_that_is_not_the_node_pod_cidr_stops_before_anything_is_written(tmp_path, run_stages):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "nodes.yaml").write_text(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.1.0/24}\n---\n"
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-2}\nspec: {podCIDR: 10.244.9.0/24}\n"
+    )
+    render_dir = tmp_path / "manifests"
+    vars_ = {
+        "dpumesh_k8s_apply_mode": "render",
+        "dpumesh_k8s_render_dir": str(render_dir),
+        "dpumesh_state_dir": str(state),
+    }
+    result = run_stages("lab", vars_, playbooks=["playbooks/k8s_addons.yml"])
+    assert result.returncode != 0
+    assert (
+        "node node-2: dpumesh_node_pod_cidr 10.244.2.0/24 (its VF address pool) differs from spec.podCIDR "
+        f"10.244.9.0/24 in dpumesh_state_dir {state}, which the compiler and dataplane route; set "
+        "dpumesh_node_pod_cidr: 10.244.9.0/24 in host_vars/node-2.yml"
+    ) in result.stdout, result.stdout[-3000:]
+    assert "node-1:" not in result.stdout.split("Pod CIDR problems:")[-1]
+    assert not render_dir.exists()
+
+
+def test_the_production_sample_stops_until_every_image_is_pinned(tmp_path, run_stages):
+    render_dir = tmp_path / "manifests"
+    vars_ = {"dpumesh_k8s_apply_mode": "render", "dpumesh_k8s_render_dir": str(render_dir)}
+    result = run_stages("production", vars_, playbooks=["playbooks/k8s_addons.yml"])
+    assert result.returncode != 0
+    for message in (
+        "downloads table entry 'multus': field 'digest' is not set, and dpumesh_require_image_digests is true",
+        "downloads table entry 'dpu_proxy': field 'digest' is the example value, and dpumesh_require_image_digests",
+    ):
+        assert message in result.stdout, result.stdout[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not render_dir.exists()
 
 
 def test_apply_mode_with_a_missing_kubeconfig_stops_in_preflight(tmp_path, run_stages):

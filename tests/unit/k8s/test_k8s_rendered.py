@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from dpumesh.k8s.downloads import load_downloads_table, resolve
+from dpumesh.k8s.downloads import EXAMPLE_DIGEST, load_downloads_table, load_inventory_settings, resolve
 from dpumesh.k8s.manifests import file_name
 from dpumesh.k8s.validate import SUPPORTED_VERSIONS, validate_manifests
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_supported_versions_are_1_26_to_1_33():
@@ -55,8 +58,11 @@ def test_kustomization_lists_exactly_the_files_in_apply_order(rendered):
 
 
 def test_every_image_comes_from_the_downloads_table(rendered, load_objects):
-    mirror = "registry.example:5000/mirror" if "staging" in str(rendered) else ""
-    table = resolve(load_downloads_table(), mirror)
+    staging = "staging" in str(rendered)
+    mirror = "registry.example:5000/mirror" if staging else ""
+    images_file = ROOT / "inventories" / ("staging" if staging else "lab") / "group_vars/all/images.yml"
+    overrides = load_inventory_settings([images_file] if images_file.exists() else []).get("downloads_overrides")
+    table = resolve(load_downloads_table(), mirror, overrides)
     allowed = {entry["ref"] for entry in table.values() if entry["type"] == "image"}
     images = set()
     for obj in load_objects(rendered):
@@ -65,6 +71,8 @@ def test_every_image_comes_from_the_downloads_table(rendered, load_objects):
     assert images and images <= allowed
     if mirror:
         assert all(image.startswith(mirror + "/") for image in images)
+    if staging:  # the sample pins the dpumesh images by digest: tag and digest both in the reference
+        assert f"{mirror}/dpumesh/istio-dpu-cni:0.1.0@{EXAMPLE_DIGEST}" in images
 
 
 def test_lab_components_and_modes(lab_render):
@@ -85,9 +93,9 @@ def test_lab_components_and_modes(lab_render):
     pool = yaml.safe_load((lab_render / "spiderpool/spiderippool.dpumesh-vf-node-2.yaml").read_text())["spec"]
     assert pool == {
         "ipVersion": 4,
-        "subnet": "10.250.1.0/24",
-        "gateway": "10.250.1.1",
-        "ips": ["10.250.1.2-10.250.1.254"],
+        "subnet": "10.244.2.0/24",
+        "gateway": "10.244.2.1",
+        "ips": ["10.244.2.2-10.244.2.254"],
         "nodeName": ["node-2"],
         "multusName": ["dpumesh-system/dpumesh-vf"],
     }
@@ -156,7 +164,8 @@ def test_mesh_daemonsets(staging_render, component):
     pod = ds["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
-    assert container["image"] == f"registry.example:5000/mirror/dpumesh/{name}:0.1.0"
+    # staging pins the dpumesh images by (example) digest
+    assert container["image"] == f"registry.example:5000/mirror/dpumesh/{name}:0.1.0@{EXAMPLE_DIGEST}"
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"]

@@ -1,5 +1,6 @@
 """The SoC after converge: directories, hugepages, units running containers, and how they react."""
 
+import json
 import time
 
 testinfra_hosts = ["dpu-soc"]
@@ -32,10 +33,34 @@ def test_hugepages(host):
     assert "vm.nr_hugepages = 256" in host.file("/etc/sysctl.d/90-dpumesh-hugepages.conf").content_string
 
 
+def test_inotify_limits_raised_never_lowered(host):
+    drop_in = host.file("/etc/sysctl.d/90-dpumesh-inotify.conf").content_string
+    assert "fs.inotify.max_user_instances = 8192" in drop_in
+    assert "fs.inotify.max_user_watches = 524288" in drop_in
+    live = "/srv/fake/soc/proc/sys/fs/inotify"
+    assert host.check_output(f"cat {live}/max_user_instances") == "8192"  # was 128
+    assert host.check_output(f"cat {live}/max_user_watches") == "1048576"  # already higher: kept
+
+
 def test_images_loaded_from_archives(host):
     for service in SERVICES:
         assert host.file(f"/var/lib/dpumesh/images/{service}.tar").exists
         assert host.run(f"podman image exists localhost/dpumesh/{service}:test").rc == 0
+
+
+def test_pinned_image_runs_by_digest(host):
+    digest = json.loads(host.file("/var/tmp/dpu-proxy.index.json").content_string)["manifests"][0]["digest"]
+    pinned = f"localhost/dpumesh/dpu-proxy:test@{digest}"
+    assert (
+        f"  {pinned} /bin/sleep infinity" in host.file("/etc/systemd/system/dpumesh-dpu-proxy.service").content_string
+    )
+    image_id = host.check_output("podman inspect --format '{{.Image}}' dpumesh-dpu-proxy")
+    assert host.check_output(f"podman image inspect --format '{{{{.Digest}}}}' {image_id}") == digest
+    # The unpinned dataplane runs by tag.
+    assert (
+        "  localhost/dpumesh/dataplane:test /bin/sleep"
+        in host.file("/etc/systemd/system/dpumesh-dataplane.service").content_string
+    )
 
 
 def test_units_enabled_active_and_running_containers(host):
