@@ -96,8 +96,68 @@ def test_status_reports_every_proxy_serving_the_applied_version(lab: str) -> Non
     assert "node-1" in done.stdout and "not as applied" not in done.stdout
 
 
-def test_down_leaves_no_trace() -> None:
-    assert dpumesh("lab", "down").returncode == 0
-    assert not hardware.leftover_lab_netns() and not hardware.leftover_etc_dirs()
-    assert not paths.lab_dir().exists()
-    assert "lab was already down" in dpumesh("lab", "down").stdout
+def test_status_json_describes_nodes_proxies_and_pods(lab: str) -> None:
+    done = dpumesh("lab", "status", "--json")
+    assert done.returncode == 0, done.stdout
+    status = json.loads(done.stdout)
+    assert status["up"] and status["healthy"] and status["network_mode"] == lab
+    assert status["supervisor"]["running"] and status["supervisor"]["pid"] > 0
+    nodes = {n["name"]: n for n in status["nodes"]}
+    assert set(nodes) == {"node-1", "node-2"}
+    for node in nodes.values():
+        proxy = node["proxy"]
+        assert proxy["ready"] and proxy["pid"] > 0 and proxy["state"] == "running"
+        assert proxy["config_version"]["serving"] == proxy["config_version"]["applied"] != ""
+    recorded = json.loads((paths.lab_dir() / "state.json").read_text())["pods"]
+    pods = {f"{p['namespace']}/{p['name']}": p for p in status["pods"]}
+    assert set(pods) == set(recorded)
+    assert pods["legacy/legacy-0"]["meshed"] is False and pods["shop/frontend-0"]["meshed"] is True
+    for key, pod in pods.items():
+        assert pod["ready"] and pod["workload"]["pid"] > 0
+        assert (pod["ip"], pod["mac"], pod["node"]) == (
+            recorded[key]["ip"],
+            recorded[key]["mac"],
+            recorded[key]["node"],
+        )
+
+
+def test_down_leaves_no_trace_and_spares_namespaces_it_did_not_create() -> None:
+    created = hardware.created_netns()
+    assert {"dpumesh-fabric", "dpumesh-node-1-dpu"} <= created
+    foreign = "dpumesh-foo"
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    (paths.NETNS_ETC / foreign).mkdir(parents=True, exist_ok=True)
+    try:
+        assert dpumesh("lab", "down").returncode == 0
+        assert not created & hardware.existing_netns()
+        assert not [d for d in hardware.leftover_etc_dirs() if d.name in created]
+        assert not paths.lab_dir().exists()
+        assert foreign in hardware.existing_netns() and (paths.NETNS_ETC / foreign).is_dir()
+        assert "lab was already down" in dpumesh("lab", "down").stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", foreign], check=False)
+        hardware.remove_etc(foreign)
+
+
+ISOLATED_DOWN_ALL = """
+set -e
+mkdir -p /run/netns /etc/netns
+mount -t tmpfs lab-netns /run/netns
+mount -t tmpfs lab-etc /etc/netns
+ip netns add dpumesh-node-9-dpu
+ip netns add other-tool
+mkdir /etc/netns/dpumesh-node-9-dpu
+DPUMESH_LAB_DIR="$1" "$2" -c 'from dpumesh.cli import main; raise SystemExit(main())' lab down --all
+ip netns list
+ls /etc/netns
+"""
+
+
+def test_down_all_removes_namespaces_of_a_lost_runtime_directory(tmp_path: Path) -> None:
+    # In a private mount namespace: /run/netns and /etc/netns there hold only what this test creates.
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", ISOLATED_DOWN_ALL, "sh"]
+    done = subprocess.run([*argv, str(tmp_path / "lost"), sys.executable], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "removed namespace dpumesh-node-9-dpu" in done.stdout
+    left = done.stdout.split("lab is down", 1)[1].split()
+    assert left == ["other-tool"]  # the unrecorded lab namespace and its /etc/netns went; the other stays

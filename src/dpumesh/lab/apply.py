@@ -64,7 +64,11 @@ def node_settings(mesh: MeshSettings, node: str) -> MeshSettings:
     """The mesh settings with the proxy's files where this lab node keeps them."""
     root = paths.proxy_dir(node)
     layout = dataclasses.replace(
-        mesh.proxy, watch_dir=str(root), config_dir=f"{root}/current/envoy", cert_dir=str(paths.cert_dir(node))
+        mesh.proxy,
+        watch_dir=str(root),
+        config_dir=f"{root}/current/envoy",
+        cert_dir=str(paths.cert_dir(node)),
+        sds_socket=str(proxy.sds_socket(node)),
     )
     return dataclasses.replace(mesh, proxy=layout)
 
@@ -112,7 +116,7 @@ def lab_apply(
     # Pods that move are rebuilt now; pods that go keep running until no proxy sends them requests.
     leaving = {key: record for key, record in old.get("pods", {}).items() if key not in wanted_pods}
     for key, record in sorted(old.get("pods", {}).items()):
-        if key in wanted_pods and wanted_pods[key].hardware != record:
+        if key in wanted_pods and wanted_pods[key].hardware != {k: v for k, v in record.items() if k != "meshed"}:
             result.changes += hardware.remove_pod_hardware(record["netns"], record["node"], record["representor"])
     wanted_nodes = {n.name for n in plan.nodes}
     for node in sorted(set(old.get("nodes", {})) - wanted_nodes):
@@ -136,6 +140,7 @@ def lab_apply(
     proxies = {proxy.program_name(n.name) for n in plan.nodes}
     wanted_programs = {name: spec for name, spec in supervisor.current_programs().items() if name in proxies}
     wanted_programs |= {_echo_name(p): _echo_program(p) for p in plan.pods}
+    wanted_programs |= {proxy.sds_program_name(n.name): proxy.sds_program(n.name) for n in plan.nodes}
     leaving_names = {_echo_name_of(key) for key in leaving}
     leaving_programs = {n: s for n, s in supervisor.current_programs().items() if n in leaving_names}
     if {n: s for n, s in supervisor.current_programs().items() if n not in proxies} != {
@@ -159,9 +164,9 @@ def lab_apply(
         records[node.name] = {"netns": node.netns, "fabric_ip": node.fabric_ip, "version": version, "envoy": runs}
         result.versions[node.name] = version
     if failures:  # a node back on its old config may still send them requests: they go next time
-        wanted_pods_record = {**leaving, **{p.key: p.hardware for p in plan.pods}}
+        wanted_pods_record = {**leaving, **{p.key: _pod_record(p) for p in plan.pods}}
     else:
-        wanted_pods_record = {p.key: p.hardware for p in plan.pods}
+        wanted_pods_record = {p.key: _pod_record(p) for p in plan.pods}
     if leaving and not failures:
         supervisor.set_programs({n: s for n, s in supervisor.current_programs().items() if n not in leaving_programs})
         for record in leaving.values():
@@ -234,6 +239,10 @@ def _check_proxy_ports(plan: LabPlan, mesh: MeshSettings, programs: dict[str, An
         check_ports_free(node.netns, ports, f"dpu-proxy of {node.name}")
 
 
+def _pod_record(pod: PodPlan) -> dict[str, Any]:
+    return {**pod.hardware, "meshed": pod.meshed}
+
+
 def _echo_name(pod: PodPlan) -> str:
     return _echo_name_of(pod.key)
 
@@ -276,18 +285,24 @@ def _wait_for_workloads(pods: list[PodPlan], timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
-def lab_down() -> list[str]:
-    """Remove every process, namespace, file and nftables table of the lab; safe to run again."""
+def lab_down(every_lab_namespace: bool = False) -> list[str]:
+    """Remove the processes, namespaces, files and nftables tables this lab created; safe to run again.
+
+    Only the namespaces the runtime directory records go (others named dpumesh-* may belong to someone
+    else); `every_lab_namespace` also removes every dpumesh-* one, for a lab whose runtime directory is lost.
+    """
     check_root()
     removed = []
     if supervisor.supervisor_pid():
         removed.append("stopped the supervisor and its programs")
     supervisor.stop_supervisor()
-    for netns in sorted(hardware.leftover_lab_netns()):
-        hardware.delete_netns(netns)
-        removed.append(f"removed namespace {netns}")
+    doomed = hardware.created_netns() | (hardware.leftover_lab_netns() if every_lab_namespace else set())
+    for netns in sorted(doomed):
+        if hardware.delete_netns(netns):
+            removed.append(f"removed namespace {netns}")
     for directory in hardware.leftover_etc_dirs():
-        hardware.remove_etc(directory.name)
+        if every_lab_namespace or directory.name in doomed:
+            hardware.remove_etc(directory.name)
     if paths.lab_dir().exists():
         run(["rm", "-rf", "--one-file-system", str(paths.lab_dir())])
         removed.append(f"removed {paths.lab_dir()}")

@@ -29,6 +29,7 @@ def add_lab_parser(subparsers: Any) -> None:
     apply.set_defaults(func=cmd_apply)
 
     status = sub.add_parser("status", help="nodes, pods, VFs, proxy health and config versions")
+    status.add_argument("--json", action="store_true", help="machine-readable: nodes, proxies, pods, mode")
     status.set_defaults(func=cmd_status)
 
     execute = sub.add_parser("exec", help="run a command in a pod's network namespace, with its name resolution")
@@ -42,6 +43,12 @@ def add_lab_parser(subparsers: Any) -> None:
     logs.set_defaults(func=cmd_logs)
 
     down = sub.add_parser("down", help="remove everything the lab created (idempotent)")
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="also remove every dpumesh-* network namespace and /etc/netns/dpumesh-* directory, recorded or not "
+        "(a lab whose runtime directory is lost; namespaces of others named so go too)",
+    )
     down.set_defaults(func=cmd_down)
 
     supervise = sub.add_parser("supervise", help=argparse.SUPPRESS)
@@ -83,7 +90,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from dpumesh.lab.status import print_status
 
-    return print_status()
+    return print_status(as_json=args.json)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -111,7 +118,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from dpumesh.lab.apply import lab_down
 
-    removed = lab_down()
+    removed = lab_down(every_lab_namespace=args.all)
     for item in removed:
         print(f"removed: {item}" if not item.startswith("removed") else item)
     print("lab is down" if removed else "lab was already down")

@@ -11,6 +11,7 @@ Every function is idempotent: it checks what exists before creating it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,29 @@ def _link_exists(name: str, netns: str) -> bool:
     return bool(run(["ip", "-n", netns, "-o", "link", "show", "dev", name], check=False).strip())
 
 
+def created_netns() -> set[str]:
+    """The namespaces this lab created or took over (recorded in its runtime directory)."""
+    try:
+        return set(json.loads(paths.created_netns_file().read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def _record_netns(name: str, present: bool) -> None:
+    names = created_netns()
+    if (name in names) == present:
+        return
+    names = names | {name} if present else names - {name}
+    target = paths.created_netns_file()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(names)))
+    tmp.replace(target)
+
+
 def _add_netns(name: str) -> bool:
+    # Recorded before it exists, so an interrupted run leaves nothing `down` does not know about.
+    _record_netns(name, True)
     if name in existing_netns():
         return False
     run(["ip", "netns", "add", name])
@@ -42,8 +65,10 @@ def _add_netns(name: str) -> bool:
 def delete_netns(name: str) -> bool:
     """Delete a namespace (its veth ends go with it, taking their peers along)."""
     if name not in existing_netns():
+        _record_netns(name, False)
         return False
     run(["ip", "netns", "del", name])
+    _record_netns(name, False)
     return True
 
 
@@ -142,7 +167,7 @@ def remove_etc(netns: str) -> None:
 
 
 def leftover_lab_netns() -> set[str]:
-    """Every namespace named like the lab's (what `down` removes even without a state file)."""
+    """Every namespace named like the lab's, whoever created it (what `down --all` removes)."""
     return {n for n in existing_netns() if n.startswith(paths.PREFIX)}
 
 

@@ -61,5 +61,10 @@ def pod_dir(namespace: str, name: str) -> Path:
     return lab_dir() / "pods" / namespace / name
 
 
+def created_netns_file() -> Path:
+    """The network namespaces the lab created: `down` removes these and no others."""
+    return lab_dir() / "netns.json"
+
+
 def logs_dir() -> Path:
     return lab_dir() / "logs"
