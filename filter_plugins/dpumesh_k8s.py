@@ -54,7 +54,7 @@ def node_pod_cidr_mismatches(nodes, node_objects, source):
         try:
             node_objects = load_manifest_dir(node_objects)
         except DpumeshError as exc:
-            return [f"{source}: {exc}"]
+            return {"problems": [f"{source}: {exc}"], "not_found": []}
     cluster = inventory.node_pod_cidrs(plain(node_objects or []))
     return inventory.compare_node_pod_cidrs(plain(nodes), cluster, source)
 

@@ -210,19 +210,21 @@ def check_node_pod_cidrs(nodes: Sequence[Mapping], pod_cidr: str, service_cidr: 
     return problems
 
 
-def compare_node_pod_cidrs(nodes: Sequence[Mapping], cluster: Mapping[str, str], source: str) -> list[str]:
+def compare_node_pod_cidrs(nodes: Sequence[Mapping], cluster: Mapping[str, str], source: str) -> dict:
     """The inventory's pod CIDR of each DPU node against the node's spec.podCIDR in ``cluster`` ({node: CIDR}).
 
     The compiler and the dataplane route each node's spec.podCIDR (gateway = first address) while spiderpool
-    hands out addresses from ``dpumesh_node_pod_cidr``: the two must be the same network.
+    hands out addresses from ``dpumesh_node_pod_cidr``: the two must be the same network. Nodes that have not
+    joined yet (a bare API server) cannot be compared: ``{"problems": [...], "not_found": [node names]}``.
     """
     problems: list[str] = []
+    not_found: list[str] = []
     for node in nodes:
         name, wanted = node["name"], str(node.get("pod_cidr") or "")
         if not wanted:
             continue  # reported by check_node_pod_cidrs
         if name not in cluster:
-            problems.append(f"node {name}: not found in {source}; dpumesh_node_pod_cidr cannot be compared")
+            not_found.append(name)
             continue
         actual = str(cluster[name] or "")
         if not actual:
@@ -236,7 +238,7 @@ def compare_node_pod_cidrs(nodes: Sequence[Mapping], cluster: Mapping[str, str],
                 f"{actual} in {source}, which the compiler and dataplane route; set dpumesh_node_pod_cidr: "
                 f"{actual} in host_vars/{name}.yml"
             )
-    return problems
+    return {"problems": problems, "not_found": not_found}
 
 
 def _same_network(a: str, b: str) -> bool | None:

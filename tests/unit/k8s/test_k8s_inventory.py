@@ -110,13 +110,15 @@ def test_node_pod_cidrs_are_compared_with_the_cluster():
     ]
     cluster = node_pod_cidrs(objects)
     assert cluster == {"a": "10.244.1.0/24", "b": "10.244.7.0/24", "x": ""}
-    assert compare_node_pod_cidrs(nodes, cluster, "the cluster") == [
-        "node b: dpumesh_node_pod_cidr 10.244.2.0/24 (its VF address pool) differs from spec.podCIDR 10.244.7.0/24 "
-        "in the cluster, which the compiler and dataplane route; set dpumesh_node_pod_cidr: 10.244.7.0/24 in "
-        "host_vars/b.yml",
-        "node c: not found in the cluster; dpumesh_node_pod_cidr cannot be compared",
-    ]
-    no_cidr = compare_node_pod_cidrs([_node("x", "10.244.4.0/24")], cluster, "the cluster")
+    assert compare_node_pod_cidrs(nodes, cluster, "the cluster") == {
+        "problems": [
+            "node b: dpumesh_node_pod_cidr 10.244.2.0/24 (its VF address pool) differs from spec.podCIDR "
+            "10.244.7.0/24 in the cluster, which the compiler and dataplane route; set dpumesh_node_pod_cidr: "
+            "10.244.7.0/24 in host_vars/b.yml",
+        ],
+        "not_found": ["c"],
+    }
+    no_cidr = compare_node_pod_cidrs([_node("x", "10.244.4.0/24")], cluster, "the cluster")["problems"]
     assert no_cidr[0].startswith("node x: has no spec.podCIDR in the cluster")
 
 
