@@ -29,8 +29,7 @@ class Compiled:
         return [c["name"] for c in self.cds]
 
     def route_config(self, chain: str) -> dict[str, Any]:
-        hcm = self.chain(chain)["filters"][0]["typed_config"]
-        return hcm["route_config"]
+        return network_filter(self.chain(chain), "envoy.filters.network.http_connection_manager")["route_config"]
 
     def vhost(self, chain: str, name: str) -> dict[str, Any]:
         return next(v for v in self.route_config(chain)["virtual_hosts"] if v["name"] == name)
@@ -41,6 +40,11 @@ class Compiled:
             if any(r["address_prefix"] == pod_ip for r in entry["ranges"]):
                 return entry["on_match"]["matcher"]["on_no_match"]["action"]["name"].split("~")[0]
         raise KeyError(pod_ip)
+
+
+def network_filter(chain: dict[str, Any], name: str) -> dict[str, Any]:
+    """The typed config of the chain's network filter `name`."""
+    return next(f["typed_config"] for f in chain["filters"] if f["name"] == name)
 
 
 def pod_ip(compiled: Compiled, key: str) -> str:

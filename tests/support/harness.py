@@ -92,7 +92,11 @@ class MeshLab:
         self.token = f"{os.getpid()}x{secrets.token_hex(2)}"
         self.state: ClusterState = load_state(state_dir)
         bundle_dir = self.workdir / "bundle"
-        paths = {"config_dir": str(bundle_dir / "envoy"), "cert_dir": str(self.workdir / "certs")}
+        paths = {
+            "config_dir": str(bundle_dir / "envoy"),
+            "cert_dir": str(self.workdir / "certs"),
+            "sds_socket": str(self.workdir / "sds.sock"),
+        }
         if "watch_dir" in {f.name for f in dataclasses.fields(ProxyLayout)}:
             paths["watch_dir"] = paths["config_dir"]  # this lab never reloads; any existing directory will do
         layout = ProxyLayout(**paths)
@@ -111,6 +115,7 @@ class MeshLab:
             self._compile()
             self._write_certs()
             self._build_network()
+            self._start_sds()
             self._start_envoy()
             self._start_servers()
         except BaseException:
@@ -204,6 +209,27 @@ class MeshLab:
         sh("nft", "-f", "-", netns=self.dpu, stdin=ruleset)
         # A route for the VIPs (a host has its default route) so the DNAT is reached at all.
         sh("ip", "-n", self.dpu, "route", "add", self.mesh.service_cidr, "dev", "lo")
+
+    def _start_sds(self) -> None:
+        """The node's SDS service, which hands the proxy each source pod's client certificate."""
+        socket_path = Path(self.mesh.proxy.sds_socket)
+        argv = [
+            PYTHON,
+            "-m",
+            "dpumesh.cli",
+            "sds",
+            "--socket",
+            str(socket_path),
+            "--cert-dir",
+            self.mesh.proxy.cert_dir,
+        ]
+        self._spawn("sds", self.dpu, argv, self.workdir / "sds.log")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not socket_path.is_socket():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise LabError(f"the SDS service did not start: {self.workdir / 'sds.log'}")
+            time.sleep(0.05)
 
     def _start_envoy(self) -> None:
         boot = self.bundle_dir / "envoy" / "bootstrap.yaml"

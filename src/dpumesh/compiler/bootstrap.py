@@ -1,14 +1,16 @@
-"""The dpu-proxy's static bootstrap: admin, node identity, and LDS/CDS from files.
+"""The dpu-proxy's static bootstrap: admin, node identity, LDS/CDS from files, the SDS service.
 
 Envoy watches the directory of `lds.yaml` / `cds.yaml` and reloads a file when
-it is moved into place, so a config change needs no restart.
+it is moved into place, so a config change needs no restart. The one static
+cluster reaches the node's SDS service (`dpumesh sds`) over its Unix socket.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dpumesh.compiler.context import CompileContext
+from dpumesh.compiler.context import CompileContext, typed
+from dpumesh.compiler.tls import SDS_CLUSTER
 
 
 def bootstrap(ctx: CompileContext) -> dict[str, Any]:
@@ -29,6 +31,7 @@ def bootstrap(ctx: CompileContext) -> dict[str, Any]:
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": layout.admin_port}},
         },
+        "static_resources": {"clusters": [sds_cluster(layout.sds_socket)]},
         "dynamic_resources": {
             "lds_config": source("lds.yaml"),
             "cds_config": source("cds.yaml"),
@@ -44,6 +47,24 @@ def bootstrap(ctx: CompileContext) -> dict[str, Any]:
                 },
                 {"name": "admin", "admin_layer": {}},
             ]
+        },
+    }
+
+
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+            )
+        },
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
         },
     }
 

@@ -1,8 +1,9 @@
 """DestinationRules → Envoy clusters, named as Istio names them.
 
 Routes ask the catalog for a cluster (`ref`); the catalog decides which
-variant a source class needs (its DestinationRule, its client identity) and
-builds each distinct cluster once.
+variant a source class needs (its DestinationRule; for DestinationRule
+credentials, its namespace) and builds each distinct cluster once. The client
+identity is not part of a cluster: it is chosen per connection (see `tls`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class ClusterKey:
     port: int
     subset: str
     dr: str  # namespace/name of the DestinationRule, or ""
-    identity: str  # namespace/serviceaccount of the client when it may originate Istio mTLS
+    client_namespace: str  # DestinationRule credentialName secrets are the client namespace's
 
 
 class ClusterCatalog:
@@ -87,20 +88,18 @@ class ClusterCatalog:
     def cluster_for(self, cls: SourceClass, host: Host, port: int, subset: str = "") -> str:
         dr = destination_rule_for(self.ctx, cls.namespace, host)
         if subset and not _find_subset(dr, subset):
-            return istio_name(port, subset, host.fqdn)  # undefined subset → 503, like Istio
-        identity = f"{cls.namespace}/{cls.service_account}"
-        key = ClusterKey(host.fqdn, port, subset, dr.meta.key if dr else "", identity)
+            # Undefined subset → 503, like Istio: a name no cluster has, even where another
+            # namespace's DestinationRule defines that subset under Istio's name.
+            return f"{istio_name(port, subset, host.fqdn)}~undefined-subset"
+        key = ClusterKey(host.fqdn, port, subset, dr.meta.key if dr else "", cls.namespace)
         if key in self._names:
             return self._names[key]
         cluster = self.build(cls, host, port, subset, dr)
-        # Clusters identical for several classes (no client certificate in them) are shared.
-        neutral = _without_identity(cluster)
         name = istio_name(port, subset, host.fqdn)
-        if neutral:
-            suffix = f"~dr={dr.meta.key}" if dr and dr.meta.namespace != host.namespace else ""
-        else:
-            suffix = f"~{identity}" + (f"~dr={dr.meta.key}" if dr and dr.meta.namespace != host.namespace else "")
-        name += suffix
+        if _uses_credentials(cluster):
+            name += f"~{cls.namespace}"
+        if dr and dr.meta.namespace != host.namespace:
+            name += f"~dr={dr.meta.key}"
         cluster["name"] = name
         cluster["alt_stat_name"] = istio_name(port, subset, host.fqdn)
         self.clusters.setdefault(name, cluster)
@@ -253,7 +252,7 @@ class ClusterCatalog:
             return
         sni = f"outbound_.{port}_.{subset}_.{host.fqdn}"
         sans = sorted({self.ctx.identity(*e.service_account.split("/", 1)) for e in endpoints if e.service_account})
-        istio = tls.client_transport_socket(self.ctx, cls.namespace, cls.service_account, sni, sans)
+        istio = tls.client_transport_socket(self.ctx, sni, sans)
         if mode == "ISTIO_MUTUAL":
             cluster["transport_socket"] = istio
         elif mode in ("SIMPLE", "MUTUAL"):
@@ -348,5 +347,9 @@ def _http_options(http2: bool, common: dict[str, Any] | None = None) -> dict[str
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
 
 
-def _without_identity(cluster: dict[str, Any]) -> bool:
-    return "transport_socket_matches" not in cluster and "transport_socket" not in cluster
+def _uses_credentials(cluster: dict[str, Any]) -> bool:
+    """Whether the cluster reads a DestinationRule credentialName secret (one per client namespace)."""
+    sockets = [cluster.get("transport_socket")] + [
+        m["transport_socket"] for m in cluster.get("transport_socket_matches", [])
+    ]
+    return any(tls.CREDENTIAL_PREFIX in repr(s) for s in sockets if s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dpumesh.compiler import tls
 from dpumesh.compiler.clusters import BLACKHOLE, PASSTHROUGH, ClusterCatalog
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.registry import Host, is_http
@@ -111,6 +112,16 @@ class OutboundBuilder:
         return listener
 
     def class_tree(self, cls: SourceClass) -> dict[str, Any]:
+        first_chain = len(self.chains)
+        tree = self._class_matcher(cls)
+        # Every chain of the class may originate Istio mTLS: it names the source pod's certificate first.
+        identity = tls.identity_filter(self.ctx, cls.pods)
+        for chain in self.chains[first_chain:]:
+            if not chain["name"].endswith("~passthrough"):
+                chain["filters"].insert(0, identity)
+        return tree
+
+    def _class_matcher(self, cls: SourceClass) -> dict[str, Any]:
         hosts = visible_hosts(self.ctx, cls)
         by_port: dict[int, list[Host]] = {}
         for host in hosts:

@@ -26,6 +26,7 @@ class ProxyLayout:
     watch_dir: str = "/etc/dpumesh/proxy"
     config_dir: str = "/etc/dpumesh/proxy/current/envoy"  # bootstrap.yaml, lds.yaml, cds.yaml, sds/
     cert_dir: str = "/etc/dpumesh/certs"  # per-identity key/cert files and the root CA
+    sds_socket: str = "/run/dpumesh/sds.sock"  # `dpumesh sds`: client certificates chosen per connection
 
 
 @dataclass(frozen=True)

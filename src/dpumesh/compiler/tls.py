@@ -1,8 +1,15 @@
 """Workload identity and TLS: Istio-mutual sockets, DestinationRule TLS and the SDS files.
 
-Every identity is an SDS secret read from a file the node's certificate role keeps
-up to date (layout in `dpumesh.certs`); Envoy reloads a secret when its files are
-moved into place, so rotation needs no config push.
+Two secret sources, each for what it does best:
+- Fixed secrets (the root CA, each local pod's server certificate, DestinationRule
+  credentials) are SDS files the proxy watches; listeners warm from them without any
+  other process, and rotation needs no config push.
+- The client certificate of outbound Istio mTLS depends on the *source pod* of each
+  connection. The class chain stores that pod's secret name in the connection's filter
+  state (`identity_filter`), and every mTLS cluster fetches it on demand from the
+  node's SDS service (`dpumesh sds`). One cluster then serves every identity, while
+  connections of different identities never share an upstream connection: the
+  filter state object is hashed into the connection-pool key.
 """
 
 from __future__ import annotations
@@ -12,10 +19,14 @@ from typing import Any
 import yaml
 
 from dpumesh.compiler.context import ROOT_CA_SECRET, CompileContext, secret_name, typed
+from dpumesh.state.model import Pod
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 SECRET_TYPE = "envoy.extensions.transport_sockets.tls.v3.Secret"
 ISTIO_ALPN = ["istio-peer-exchange", "istio"]
+ON_DEMAND_KEY = "envoy.tls.certificate_mappers.on_demand_secret"  # filter state the upstream mapper reads
+NO_IDENTITY = "dpumesh-no-identity"  # the SDS service never serves it: a connection without a source identity fails
+SDS_CLUSTER = "dpumesh-sds"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Istio's default for SIMPLE/MUTUAL without a CA
 DR_TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 TLS_PARAMS = {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
@@ -43,16 +54,40 @@ def trust_domain_san(ctx: CompileContext) -> dict[str, Any]:
     return _uri_san({"prefix": f"spiffe://{ctx.mesh.trust_domain}/"})
 
 
-def client_transport_socket(
-    ctx: CompileContext, namespace: str, service_account: str, sni: str, peer_sans: list[str]
-) -> dict[str, Any]:
-    """ISTIO_MUTUAL towards a mesh workload, presenting the *source* pod's identity."""
+def grpc_sds_source() -> dict[str, Any]:
+    """The node's SDS service, reached through the bootstrap's `dpumesh-sds` cluster."""
+    return {
+        "resource_api_version": "V3",
+        "api_config_source": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}],
+        },
+    }
+
+
+def client_transport_socket(ctx: CompileContext, sni: str, peer_sans: list[str]) -> dict[str, Any]:
+    """ISTIO_MUTUAL towards a mesh workload, presenting the certificate of the connection's *source* pod."""
     sans = [_uri_san({"exact": san}) for san in peer_sans] or [trust_domain_san(ctx)]
+    selector = typed(
+        "envoy.extensions.transport_sockets.tls.cert_selectors.on_demand_secret.v3.Config",
+        config_source=grpc_sds_source(),
+        certificate_mapper={
+            "name": "envoy.tls.upstream_certificate_mappers.filter_state_override",
+            "typed_config": typed(
+                "envoy.extensions.transport_sockets.tls.cert_mappers.filter_state_override.v3.Config",
+                default_value=NO_IDENTITY,
+            ),
+        },
+    )
     context: dict[str, Any] = {
         "common_tls_context": {
             "tls_params": TLS_PARAMS,
             "alpn_protocols": ISTIO_ALPN,
-            "tls_certificate_sds_secret_configs": [_sds_ref(ctx, secret_name(namespace, service_account))],
+            "custom_tls_certificate_selector": {
+                "name": "envoy.tls.certificate_selectors.on_demand_secret",
+                "typed_config": selector,
+            },
             "combined_validation_context": {
                 "default_validation_context": {"match_typed_subject_alt_names": sans},
                 "validation_context_sds_secret_config": _sds_ref(ctx, ROOT_CA_SECRET),
@@ -64,6 +99,47 @@ def client_transport_socket(
     return {
         "name": TLS_SOCKET,
         "typed_config": typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", **context),
+    }
+
+
+def identity_filter(ctx: CompileContext, pods: list[Pod]) -> dict[str, Any]:
+    """A network filter naming the client certificate of each connection from `pods`.
+
+    Pods of one class may run as different service accounts: a constant when they all
+    share one, else a CEL lookup from the source IP (the class chain only ever sees
+    connections from its own pods' IPs, so the lookup always finds the pod).
+    """
+    secrets = {p.ip: secret_name(p.namespace, p.service_account) for p in sorted(pods, key=lambda p: p.ip)}
+    value: dict[str, Any]
+    if len(set(secrets.values())) == 1:
+        value = {"text_format_source": {"inline_string": next(iter(secrets.values()))}}
+    else:
+        table = ", ".join(f"'{ip}': '{secret}'" for ip, secret in secrets.items())
+        value = {
+            "text_format_source": {"inline_string": f"%CEL({{{table}}}[source.address.split(':')[0]])%"},
+            "formatters": [
+                {
+                    "name": "envoy.formatter.cel",
+                    "typed_config": typed(
+                        "envoy.extensions.formatter.cel.v3.Cel", cel_config={"enable_string_functions": True}
+                    ),
+                }
+            ],
+        }
+    return {
+        "name": "envoy.filters.network.set_filter_state",
+        "typed_config": typed(
+            "envoy.extensions.filters.network.set_filter_state.v3.Config",
+            on_new_connection=[
+                {
+                    "object_key": ON_DEMAND_KEY,
+                    # hashable, so the value is part of the upstream connection-pool key
+                    "factory_key": "envoy.hashable_string",
+                    "shared_with_upstream": "ONCE",
+                    "format_string": value,
+                }
+            ],
+        ),
     }
 
 
@@ -91,9 +167,12 @@ def server_transport_socket(
     }
 
 
+CREDENTIAL_PREFIX = "kubernetes~"
+
+
 def credential_secret(client_namespace: str, credential_name: str) -> str:
     """SDS secret of a DestinationRule credentialName, looked up in the client's namespace as Istio does."""
-    return f"kubernetes~{client_namespace}~{credential_name}"
+    return f"{CREDENTIAL_PREFIX}{client_namespace}~{credential_name}"
 
 
 def credential_dir(ctx: CompileContext, client_namespace: str, credential_name: str) -> str:

@@ -1,9 +1,10 @@
 """Per-source outbound views and the classes that share them.
 
 A sidecar's outbound config depends on its pod: namespace (visibility, exportTo,
-which DestinationRule applies), service account (client certificate), the
-Sidecar resource selecting it, and its labels (VirtualService sourceLabels).
-Pods equal on all of these get the same view: one class, compiled once.
+which DestinationRule applies), the Sidecar resource selecting it, and its labels
+(VirtualService sourceLabels). Pods equal on all of these get the same view: one
+class, compiled once. The service account only picks the client certificate, which
+is chosen per connection (`tls.identity_filter`), so it does not split classes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dpumesh.state.model import IstioObject, Pod
 class SourceClass:
     name: str
     namespace: str
-    service_account: str
     sidecar: IstioObject | None
     source_matches: frozenset[str]  # ids of VirtualService matches whose sourceLabels the pods satisfy
     pods: list[Pod] = field(default_factory=list)
@@ -82,14 +82,12 @@ def build_classes(ctx: CompileContext) -> list[SourceClass]:
     classes: dict[tuple, SourceClass] = {}
     for pod in sorted(ctx.local_meshed_pods, key=lambda p: p.meta.key):
         sidecar = sidecar_for(ctx, pod)
-        key = (pod.namespace, pod.service_account, sidecar.meta.key if sidecar else "", source_label_matches(ctx, pod))
+        key = (pod.namespace, sidecar.meta.key if sidecar else "", source_label_matches(ctx, pod))
         if key not in classes:
             policy = ctx.mesh.outbound_traffic_policy
             if sidecar is not None:
                 policy = (sidecar.spec.get("outboundTrafficPolicy") or {}).get("mode") or policy
-            classes[key] = SourceClass(
-                f"c{len(classes)}", pod.namespace, pod.service_account, sidecar, key[3], [], policy
-            )
+            classes[key] = SourceClass(f"c{len(classes)}", pod.namespace, sidecar, key[2], [], policy)
         classes[key].pods.append(pod)
     return list(classes.values())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +66,21 @@ def bootstrap_path(node: str) -> Path:
 
 def program_name(node: str) -> str:
     return f"envoy-{node}"
+
+
+def sds_socket(node: str) -> Path:
+    return paths.node_dir(node) / "sds.sock"
+
+
+def sds_program_name(node: str) -> str:
+    return f"sds-{node}"
+
+
+def sds_program(node: str) -> dict:
+    """The supervisor spec of a node's SDS service, which hands its proxy each source pod's certificate."""
+    argv = [sys.executable, "-m", "dpumesh.cli", "sds", "--socket", str(sds_socket(node))]
+    argv += ["--cert-dir", str(paths.cert_dir(node))]
+    return {"argv": argv, "log": str(paths.logs_dir() / f"sds-{node}.log")}
 
 
 def base_id(node: str) -> int:

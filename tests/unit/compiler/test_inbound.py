@@ -228,20 +228,26 @@ def test_envoy_accepts_listener_clusters_and_sds(tmp_path: Path):
 # -- tls.py ------------------------------------------------------------------------------------
 
 
-def test_client_socket_presents_the_source_identity_and_checks_the_destination():
+def test_client_socket_takes_the_certificate_named_by_the_connection_and_checks_the_destination():
     ctx = context(APPS)
-    socket = tls.client_transport_socket(
-        ctx, "default", "web", "outbound_.5432_._.db", ["spiffe://cluster.local/ns/default/sa/database"]
-    )
+    socket = tls.client_transport_socket(ctx, "outbound_.5432_._.db", ["spiffe://cluster.local/ns/default/sa/database"])
     upstream = socket["typed_config"]
     assert upstream["sni"] == "outbound_.5432_._.db"
     common = upstream["common_tls_context"]
     assert common["alpn_protocols"] == ["istio-peer-exchange", "istio"]
-    assert common["tls_certificate_sds_secret_configs"][0]["name"] == "spiffe~default~web"
+    assert "tls_certificate_sds_secret_configs" not in common
+    selector = common["custom_tls_certificate_selector"]
+    assert selector["name"] == "envoy.tls.certificate_selectors.on_demand_secret"
+    assert selector["typed_config"]["config_source"]["api_config_source"]["grpc_services"] == [
+        {"envoy_grpc": {"cluster_name": "dpumesh-sds"}}
+    ]
+    mapper = selector["typed_config"]["certificate_mapper"]
+    assert mapper["name"] == "envoy.tls.upstream_certificate_mappers.filter_state_override"
+    assert mapper["typed_config"]["default_value"] == tls.NO_IDENTITY
     assert common["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"] == [
         {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/database"}}
     ]
-    anyone = tls.client_transport_socket(ctx, "default", "web", "", [])["typed_config"]
+    anyone = tls.client_transport_socket(ctx, "", [])["typed_config"]
     assert "sni" not in anyone
     assert anyone["common_tls_context"]["combined_validation_context"]["default_validation_context"] == {
         "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}]
@@ -314,7 +320,7 @@ def test_envoy_accepts_client_sockets(tmp_path: Path):
     ensure_workload_certs(ctx.mesh.proxy.cert_dir, ca, ctx.mesh.trust_domain, tls.local_identities(ctx))
     where = ("DestinationRule", "default", "ext")
     sockets = [
-        tls.client_transport_socket(ctx, "default", "web", "db", ["spiffe://cluster.local/ns/default/sa/database"]),
+        tls.client_transport_socket(ctx, "db", ["spiffe://cluster.local/ns/default/sa/database"]),
         tls.simple_client_transport_socket(ctx, {"mode": "SIMPLE", "subjectAltNames": ["a.example"]}, where),
         tls.simple_client_transport_socket(
             ctx,
