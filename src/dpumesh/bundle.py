@@ -34,9 +34,10 @@ def validation_bootstrap(staged: Path, config_dir: str) -> dict:
     boot = load("envoy/bootstrap.yaml")
     boot.pop("dynamic_resources", None)
     strip = lambda r: {k: v for k, v in r.items() if k != "@type"}  # noqa: E731
+    static = boot.get("static_resources", {})
     boot["static_resources"] = {
-        "listeners": [strip(r) for r in load("envoy/lds.yaml")["resources"]],
-        "clusters": [strip(r) for r in load("envoy/cds.yaml")["resources"]],
+        "listeners": static.get("listeners", []) + [strip(r) for r in load("envoy/lds.yaml")["resources"]],
+        "clusters": static.get("clusters", []) + [strip(r) for r in load("envoy/cds.yaml")["resources"]],
     }
     return boot
 

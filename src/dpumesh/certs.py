@@ -6,6 +6,11 @@ certificate role writes them in the same layout, which is all the proxy reads:
     <cert_dir>/root-cert.pem                      trust root (SDS secret ROOTCA)
     <cert_dir>/spiffe~<ns>~<sa>/cert.pem          workload certificate chain, URI SAN spiffe://<td>/ns/<ns>/sa/<sa>
     <cert_dir>/spiffe~<ns>~<sa>/key.pem           its private key (mode 0600)
+    <cert_dir>/credentials/<ns>/<name>/tls.crt    a DestinationRule credentialName seen from namespace <ns>
+    <cert_dir>/credentials/<ns>/<name>/tls.key    (SDS secret kubernetes~<ns>~<name>), and its CA, ca.crt
+                                                  (secret kubernetes~<ns>~<name>-cacert)
+
+The node's SDS service (`dpumesh.sds`) serves these files to the proxy by secret name.
 
 Every file is replaced atomically (key before certificate, so Envoy, which reloads on
 each move, never keeps a certificate without its key). Certificates are reissued only
@@ -31,6 +36,7 @@ from dpumesh.compiler.context import secret_name
 from dpumesh.errors import DpumeshError
 
 ROOT_CERT = "root-cert.pem"
+CREDENTIALS_DIR = "credentials"
 CA_CERT = "ca-cert.pem"
 CA_KEY = "ca-key.pem"
 ROOT_LIFETIME = dt.timedelta(days=3650)

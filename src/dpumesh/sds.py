@@ -27,12 +27,16 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
-from dpumesh.certs import ROOT_CERT
+from dpumesh.certs import CREDENTIALS_DIR, ROOT_CERT
 from dpumesh.compiler.context import ROOT_CA_SECRET
+from dpumesh.compiler.tls import CREDENTIAL_PREFIX
 from dpumesh.errors import DpumeshError
 
 SECRET_TYPE_URL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-WORKLOAD_SECRET = re.compile(r"spiffe~[a-z0-9]([-a-z0-9]*[a-z0-9])?~[a-z0-9]([-.a-z0-9]*[a-z0-9])?")
+_NAME = r"[a-z0-9]([-.a-z0-9]*[a-z0-9])?"  # Kubernetes object names: no "/" and no ".." can get through
+WORKLOAD_SECRET = re.compile(rf"spiffe~{_NAME}~{_NAME}")
+CREDENTIAL_SECRET = re.compile(rf"{CREDENTIAL_PREFIX}(?P<ns>{_NAME})~(?P<name>{_NAME})")
+CA_SUFFIX = "-cacert"  # Istio's name for the CA of a credential
 log = logging.getLogger("dpumesh.sds")
 
 
@@ -43,11 +47,20 @@ class SecretStore:
     cert_dir: Path
 
     def files(self, name: str) -> list[Path]:
-        """The files secret `name` is made of; none for a name outside the layout (no path tricks)."""
+        """The files secret `name` is made of; none for a name outside the layout (no path tricks).
+
+        A certificate is [chain, key]; a validation context is [trusted CA].
+        """
         if name == ROOT_CA_SECRET:
             return [self.cert_dir / ROOT_CERT]
         if WORKLOAD_SECRET.fullmatch(name):
             return [self.cert_dir / name / "cert.pem", self.cert_dir / name / "key.pem"]
+        credential = CREDENTIAL_SECRET.fullmatch(name.removesuffix(CA_SUFFIX))
+        if credential:
+            directory = self.cert_dir / CREDENTIALS_DIR / credential["ns"] / credential["name"]
+            return (
+                [directory / "ca.crt"] if name.endswith(CA_SUFFIX) else [directory / "tls.crt", directory / "tls.key"]
+            )
         return []
 
     def fingerprint(self, name: str) -> tuple:
@@ -70,7 +83,7 @@ class SecretStore:
         if not data:
             return None
         secret = secret_pb2.Secret(name=name)
-        if name == ROOT_CA_SECRET:
+        if len(data) == 1:
             secret.validation_context.trusted_ca.inline_bytes = data[0]
         else:
             secret.tls_certificate.certificate_chain.inline_bytes = data[0]

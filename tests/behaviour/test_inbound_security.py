@@ -201,7 +201,9 @@ class Node:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     root = tmp_path_factory.mktemp("inbound")
-    layout = ProxyLayout(config_dir=f"{root}/envoy", cert_dir=f"{root}/certs", admin_port=ADMIN)
+    layout = ProxyLayout(
+        config_dir=f"{root}/envoy", cert_dir=f"{root}/certs", sds_socket=f"{root}/sds.sock", admin_port=ADMIN
+    )
     mesh = MeshSettings(proxy=layout)
     state = build_state(list(yaml.safe_load_all(STATE)))
     diag = Diagnostics()
@@ -212,7 +214,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     ensure_workload_certs(layout.cert_dir, ca, mesh.trust_domain, tls.local_identities(ctx))
     clients = [("shop", "client"), ("shop", "intruder"), ("shop", "stranger"), ("shop", "app")]
     ensure_workload_certs(root / "clients", ca, mesh.trust_domain, clients)
-    config = envoy.write_config(root, [listener], clusters, tls.sds_files(ctx), ADMIN)
+    config = envoy.write_config(root, [listener], clusters, admin_port=ADMIN, sds_socket=layout.sds_socket)
 
     ns = f"dpm-inb-{os.getpid()}"
     sh("ip", "netns", "add", ns)
@@ -239,7 +241,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             )
             servers.append(server)
             assert server.stdout.readline().strip() == "ready"
-        with envoy.running(config, ADMIN, root / "envoy.log", netns=ns):
+        with (
+            envoy.sds_service(Path(layout.sds_socket), layout.cert_dir),
+            envoy.running(config, ADMIN, root / "envoy.log", netns=ns),
+        ):
             yield Node(ns, root)
     finally:
         for server in servers:

@@ -2,7 +2,8 @@
 
 Files are written relative to one root directory; compile with
 `ProxyLayout(config_dir=f"{root}/envoy", cert_dir=f"{root}/certs")` so the paths the
-compiled config references (SDS files, certificates) land inside it.
+compiled config references land inside it. Secrets come from the SDS service
+(`dpumesh sds`), which `sds_service` runs for a test that serves traffic.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ from typing import Any
 
 import yaml
 
+from dpumesh.compiler.bootstrap import sds_cluster
+from dpumesh.compiler.settings import ProxyLayout
+
 ENVOY = Path(sys.executable).parent / "envoy"
 
 
 def static_bootstrap(
-    listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], admin_port: int = 0
+    listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], admin_port: int = 0, sds_socket: str = ""
 ) -> dict[str, Any]:
+    """The config with the cluster of the node's SDS service, which the compiled TLS contexts name."""
+    sds = sds_cluster(sds_socket or ProxyLayout().sds_socket)
     return {
         "node": {"id": "test", "cluster": "test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "static_resources": {"listeners": listeners, "clusters": [*clusters, sds]},
     }
 
 
@@ -39,6 +45,7 @@ def write_config(
     clusters: list[dict[str, Any]],
     files: dict[str, bytes] | None = None,
     admin_port: int = 0,
+    sds_socket: str = "",
 ) -> Path:
     """Write `files` (paths relative to root) and a static bootstrap; returns the bootstrap path."""
     for rel, data in (files or {}).items():
@@ -47,7 +54,7 @@ def write_config(
         path.write_bytes(data)
     config = root / "envoy" / "static.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(static_bootstrap(listeners, clusters, admin_port), sort_keys=False))
+    config.write_text(yaml.safe_dump(static_bootstrap(listeners, clusters, admin_port, sds_socket), sort_keys=False))
     return config
 
 
@@ -131,3 +138,20 @@ def _wait_ready(process: subprocess.Popen, admin_port: int, log: Path, netns: st
 def listener_stats(admin_port: int, netns: str | None = None) -> dict[str, int]:
     raw = admin_get(admin_port, "/stats?format=json", netns)
     return {s["name"]: s.get("value", 0) for s in json.loads(raw)["stats"] if "value" in s}
+
+
+@contextlib.contextmanager
+def sds_service(socket_path: Path, cert_dir: str, netns: str = "") -> Iterator[subprocess.Popen]:
+    """The node's SDS service on `socket_path` for as long as the block runs."""
+    argv = [sys.executable, "-m", "dpumesh.cli", "sds", "--socket", str(socket_path), "--cert-dir", cert_dir]
+    proc = subprocess.Popen((["ip", "netns", "exec", netns] if netns else []) + argv)
+    try:
+        deadline = time.monotonic() + 15
+        while not socket_path.is_socket():
+            assert proc.poll() is None, f"dpumesh sds exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "dpumesh sds did not open its socket in 15 s"
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

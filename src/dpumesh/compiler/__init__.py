@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from dpumesh.compiler import parity, tls
+from dpumesh.compiler import parity
 from dpumesh.compiler.bootstrap import bootstrap, discovery_response
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext
@@ -113,7 +113,6 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
     listeners = [outbound, inbound_listener]
     files: dict[str, bytes] = {
         "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
-        **tls.sds_files(ctx),
     }
     content = hashlib.sha256(json.dumps([listeners, clusters, steering], sort_keys=True).encode()).hexdigest()
     version = content[:16]

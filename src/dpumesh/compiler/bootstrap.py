@@ -40,10 +40,7 @@ def bootstrap(ctx: CompileContext) -> dict[str, Any]:
             "layers": [
                 {
                     "name": "static",
-                    "static_layer": {
-                        "overload.global_downstream_max_connections": 100000,
-                        "envoy.reloadable_features.no_extension_lookup_by_name": True,
-                    },
+                    "static_layer": {"overload.global_downstream_max_connections": 100000},
                 },
                 {"name": "admin", "admin_layer": {}},
             ]

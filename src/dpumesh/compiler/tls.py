@@ -1,22 +1,20 @@
-"""Workload identity and TLS: Istio-mutual sockets, DestinationRule TLS and the SDS files.
+"""Workload identity and TLS: Istio-mutual sockets, DestinationRule TLS, and where secrets come from.
 
-Two secret sources, each for what it does best:
-- Fixed secrets (the root CA, each local pod's server certificate, DestinationRule
-  credentials) are SDS files the proxy watches; listeners warm from them without any
-  other process, and rotation needs no config push.
-- The client certificate of outbound Istio mTLS depends on the *source pod* of each
-  connection. The class chain stores that pod's secret name in the connection's filter
-  state (`identity_filter`), and every mTLS cluster fetches it on demand from the
-  node's SDS service (`dpumesh sds`). One cluster then serves every identity, while
-  connections of different identities never share an upstream connection: the
-  filter state object is hashed into the connection-pool key.
+Every secret (each local pod's certificate, the root CA, DestinationRule
+credentials) comes from the node's SDS service (`dpumesh sds`, gRPC over a Unix
+socket), which reads the certificate layout of `dpumesh.certs` and pushes rotated
+files; the proxy keeps no file watch per identity.
+
+The client certificate of outbound Istio mTLS depends on the *source pod* of each
+connection. The class chain stores that pod's secret name in the connection's filter
+state (`identity_filter`), and every mTLS cluster fetches it on demand. One cluster
+then serves every identity, while connections of different identities never share an
+upstream connection: the filter state object is hashed into the connection-pool key.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import yaml
 
 from dpumesh.compiler.context import ROOT_CA_SECRET, CompileContext, secret_name, typed
 from dpumesh.state.model import Pod
@@ -32,17 +30,8 @@ DR_TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 TLS_PARAMS = {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
 
 
-def sds_config(ctx: CompileContext, secret: str) -> dict[str, Any]:
-    """Where Envoy reads SDS secret `secret`: a file next to the bootstrap, watched for swaps."""
-    directory = f"{ctx.mesh.proxy.config_dir}/sds"
-    return {
-        "path_config_source": {"path": f"{directory}/{secret}.yaml", "watched_directory": {"path": directory}},
-        "resource_api_version": "V3",
-    }
-
-
-def _sds_ref(ctx: CompileContext, secret: str) -> dict[str, Any]:
-    return {"name": secret, "sds_config": sds_config(ctx, secret)}
+def _sds_ref(secret: str) -> dict[str, Any]:
+    return {"name": secret, "sds_config": grpc_sds_source()}
 
 
 def _uri_san(matcher: dict[str, str]) -> dict[str, Any]:
@@ -90,7 +79,7 @@ def client_transport_socket(ctx: CompileContext, sni: str, peer_sans: list[str])
             },
             "combined_validation_context": {
                 "default_validation_context": {"match_typed_subject_alt_names": sans},
-                "validation_context_sds_secret_config": _sds_ref(ctx, ROOT_CA_SECRET),
+                "validation_context_sds_secret_config": _sds_ref(ROOT_CA_SECRET),
             },
         },
     }
@@ -149,10 +138,10 @@ def server_transport_socket(
     """The inbound mTLS side: the *destination* pod's identity, peers of the trust domain only."""
     common: dict[str, Any] = {
         "tls_params": TLS_PARAMS,
-        "tls_certificate_sds_secret_configs": [_sds_ref(ctx, secret_name(namespace, service_account))],
+        "tls_certificate_sds_secret_configs": [_sds_ref(secret_name(namespace, service_account))],
         "combined_validation_context": {
             "default_validation_context": {"match_typed_subject_alt_names": [trust_domain_san(ctx)]},
-            "validation_context_sds_secret_config": _sds_ref(ctx, ROOT_CA_SECRET),
+            "validation_context_sds_secret_config": _sds_ref(ROOT_CA_SECRET),
         },
     }
     if alpn:
@@ -173,10 +162,6 @@ CREDENTIAL_PREFIX = "kubernetes~"
 def credential_secret(client_namespace: str, credential_name: str) -> str:
     """SDS secret of a DestinationRule credentialName, looked up in the client's namespace as Istio does."""
     return f"{CREDENTIAL_PREFIX}{client_namespace}~{credential_name}"
-
-
-def credential_dir(ctx: CompileContext, client_namespace: str, credential_name: str) -> str:
-    return f"{ctx.mesh.proxy.cert_dir}/credentials/{client_namespace}/{credential_name}"
 
 
 def simple_client_transport_socket(
@@ -238,8 +223,8 @@ def simple_client_transport_socket(
     if credential:
         secret = credential_secret(client_ns, credential)
         if mode == "MUTUAL":
-            common["tls_certificate_sds_secret_configs"] = [_sds_ref(ctx, secret)]
-        validation_source: dict[str, Any] = {"validation_context_sds_secret_config": _sds_ref(ctx, f"{secret}-cacert")}
+            common["tls_certificate_sds_secret_configs"] = [_sds_ref(secret)]
+        validation_source: dict[str, Any] = {"validation_context_sds_secret_config": _sds_ref(f"{secret}-cacert")}
     else:
         if mode == "MUTUAL":
             common["tls_certificates"] = [
@@ -280,75 +265,3 @@ def _dns_san(name: str) -> dict[str, Any]:
 def local_identities(ctx: CompileContext) -> list[tuple[str, str]]:
     """(namespace, service account) of every meshed pod on the node, sorted."""
     return sorted({(p.namespace, p.service_account) for p in ctx.local_meshed_pods})
-
-
-def _credential_names(ctx: CompileContext) -> list[str]:
-    """Every credentialName a DestinationRule tls block (top, port level or subset) names."""
-    names: set[str] = set()
-    for dr in ctx.state.of_kind("DestinationRule"):
-        policies = [dr.spec.get("trafficPolicy")]
-        policies += [s.get("trafficPolicy") for s in dr.spec.get("subsets") or [] if isinstance(s, dict)]
-        for policy in list(policies):
-            if isinstance(policy, dict):
-                policies += [p for p in policy.get("portLevelSettings") or [] if isinstance(p, dict)]
-        for policy in policies:
-            tls = policy.get("tls") if isinstance(policy, dict) else None
-            if isinstance(tls, dict) and isinstance(tls.get("credentialName"), str) and tls["credentialName"]:
-                names.add(tls["credentialName"])
-    return sorted(names)
-
-
-def _secret_file(resource: dict[str, Any]) -> bytes:
-    response = {"version_info": "0", "resources": [{"@type": f"type.googleapis.com/{SECRET_TYPE}", **resource}]}
-    return yaml.safe_dump(response, sort_keys=False).encode()
-
-
-def sds_files(ctx: CompileContext) -> dict[str, bytes]:
-    """`envoy/sds/<secret>.yaml` for each local identity, the root CA and DestinationRule credentials."""
-    cert_dir = ctx.mesh.proxy.cert_dir
-    files: dict[str, bytes] = {}
-    for namespace, service_account in local_identities(ctx):
-        secret = secret_name(namespace, service_account)
-        files[f"envoy/sds/{secret}.yaml"] = _secret_file(
-            {
-                "name": secret,
-                "tls_certificate": {
-                    "certificate_chain": {"filename": f"{cert_dir}/{secret}/cert.pem"},
-                    "private_key": {"filename": f"{cert_dir}/{secret}/key.pem"},
-                    "watched_directory": {"path": f"{cert_dir}/{secret}"},
-                },
-            }
-        )
-    files[f"envoy/sds/{ROOT_CA_SECRET}.yaml"] = _secret_file(
-        {
-            "name": ROOT_CA_SECRET,
-            "validation_context": {
-                "trusted_ca": {"filename": f"{cert_dir}/root-cert.pem"},
-                "watched_directory": {"path": cert_dir},
-            },
-        }
-    )
-    for namespace in sorted({ns for ns, _ in local_identities(ctx)}):
-        for credential in _credential_names(ctx):
-            secret = credential_secret(namespace, credential)
-            directory = credential_dir(ctx, namespace, credential)
-            files[f"envoy/sds/{secret}.yaml"] = _secret_file(
-                {
-                    "name": secret,
-                    "tls_certificate": {
-                        "certificate_chain": {"filename": f"{directory}/tls.crt"},
-                        "private_key": {"filename": f"{directory}/tls.key"},
-                        "watched_directory": {"path": directory},
-                    },
-                }
-            )
-            files[f"envoy/sds/{secret}-cacert.yaml"] = _secret_file(
-                {
-                    "name": f"{secret}-cacert",
-                    "validation_context": {
-                        "trusted_ca": {"filename": f"{directory}/ca.crt"},
-                        "watched_directory": {"path": directory},
-                    },
-                }
-            )
-    return files

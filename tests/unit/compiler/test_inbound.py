@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import tls
 from dpumesh.compiler.inbound import REJECT_CHAIN, build_inbound
+from dpumesh.sds import SecretStore
 from tests.support import envoy
 from tests.support.state import context, errors, pod, warnings
 
@@ -222,7 +223,7 @@ def test_envoy_accepts_listener_clusters_and_sds(tmp_path: Path):
     ctx, listener, clusters = compiled(tmp_path)
     ca = LabCA.ensure(tmp_path / "ca", ctx.mesh.trust_domain)
     ensure_workload_certs(ctx.mesh.proxy.cert_dir, ca, ctx.mesh.trust_domain, tls.local_identities(ctx))
-    envoy.validate(tmp_path, [listener], clusters, tls.sds_files(ctx))
+    envoy.validate(tmp_path, [listener], clusters)
 
 
 # -- tls.py ------------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ def test_simple_and_mutual_tls_from_destination_rules():
     assert not ctx.diag.errors
 
 
-def test_sds_files_point_at_the_cert_dir(tmp_path: Path):
+def test_every_secret_the_config_names_is_in_the_certificate_layout(tmp_path: Path):
     text = (
         APPS
         + """
@@ -297,21 +298,32 @@ spec: {host: ext.example.com, trafficPolicy: {tls: {mode: SIMPLE, credentialName
 """
     )
     ctx = context(text, tmp_path)
-    files = tls.sds_files(ctx)
-    assert sorted(files) == [
-        "envoy/sds/ROOTCA.yaml",
-        "envoy/sds/kubernetes~default~ext-ca-cacert.yaml",
-        "envoy/sds/kubernetes~default~ext-ca.yaml",
-        "envoy/sds/spiffe~default~database.yaml",
-        "envoy/sds/spiffe~default~web.yaml",
+    listener, inbound_clusters = build_inbound(ctx)
+    outbound = [
+        tls.simple_client_transport_socket(ctx, {"mode": "MUTUAL", "credentialName": "ext-ca"}, ("DR", "default", "x")),
+        tls.client_transport_socket(ctx, "", []),
     ]
-    [secret] = yaml.safe_load(files["envoy/sds/spiffe~default~web.yaml"])["resources"]
+    names = sorted(set(re.findall(r"'name': '((?:spiffe|kubernetes)~[^']*|ROOTCA)'", repr([listener, outbound]))))
+    assert names == [
+        "ROOTCA",
+        "kubernetes~default~ext-ca",
+        "kubernetes~default~ext-ca-cacert",
+        "spiffe~default~database",
+        "spiffe~default~web",
+    ]
+    store = SecretStore(Path(ctx.mesh.proxy.cert_dir))
     certs = f"{tmp_path}/certs"
-    assert secret["tls_certificate"]["certificate_chain"] == {"filename": f"{certs}/spiffe~default~web/cert.pem"}
-    assert secret["tls_certificate"]["private_key"] == {"filename": f"{certs}/spiffe~default~web/key.pem"}
-    [root] = yaml.safe_load(files["envoy/sds/ROOTCA.yaml"])["resources"]
-    assert root["validation_context"]["trusted_ca"] == {"filename": f"{certs}/root-cert.pem"}
-    assert tls.sds_config(ctx, "ROOTCA")["path_config_source"]["path"] == f"{tmp_path}/envoy/sds/ROOTCA.yaml"
+    assert store.files("spiffe~default~web") == [
+        Path(f"{certs}/spiffe~default~web/{f}") for f in ("cert.pem", "key.pem")
+    ]
+    assert store.files("ROOTCA") == [Path(f"{certs}/root-cert.pem")]
+    assert store.files("kubernetes~default~ext-ca") == [
+        Path(f"{certs}/credentials/default/ext-ca/{f}") for f in ("tls.crt", "tls.key")
+    ]
+    assert store.files("kubernetes~default~ext-ca-cacert") == [Path(f"{certs}/credentials/default/ext-ca/ca.crt")]
+    # Every secret source is the node's SDS service.
+    sources = re.findall(r"'sds_config': (\{[^}]*\}*)", repr([listener, inbound_clusters, outbound]))
+    assert sources and all("dpumesh-sds" in source for source in sources)
 
 
 def test_envoy_accepts_client_sockets(tmp_path: Path):
@@ -350,4 +362,4 @@ def test_envoy_accepts_client_sockets(tmp_path: Path):
         for i, socket in enumerate(sockets)
     ]
     assert not ctx.diag.errors
-    envoy.validate(tmp_path, [listener], clusters + extra, tls.sds_files(ctx))
+    envoy.validate(tmp_path, [listener], clusters + extra)
