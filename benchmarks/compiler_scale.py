@@ -51,8 +51,8 @@ def scaled(full: Sizes, fraction: float) -> Sizes:
 
 
 def bundle_sizes(files: dict[str, bytes]) -> dict[str, int]:
-    """Bytes of the whole bundle and of what Envoy itself loads (bootstrap, LDS, CDS, SDS)."""
-    envoy = sum(len(v) for k, v in files.items() if k in ENVOY_FILES or k.startswith("envoy/sds/"))
+    """Bytes of the whole bundle and of what Envoy itself loads (bootstrap, LDS, CDS; secrets come from SDS)."""
+    envoy = sum(len(v) for k, v in files.items() if k in ENVOY_FILES)
     return {"bundle_bytes": sum(len(v) for v in files.values()), "envoy_bytes": envoy}
 
 

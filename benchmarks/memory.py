@@ -3,9 +3,12 @@
 A generated cluster (default 200 services) is compiled for node-1 holding N pods (the node's
 shared config) and for each of those pods alone (`compile_sidecar`, the config its own sidecar would
 need). Every config runs in a real Envoy, each in its own network namespace (they all bind the same
-listener ports), with its own certificates from a lab CA. Once an Envoy has loaded its listeners and
-clusters, its memory is read from /proc: RSS, and PSS, which splits the pages Envoys share (the binary)
-among them instead of counting them N times.
+listener ports). Every Envoy gets its secrets from the same node SDS service (`dpumesh sds`, one process
+on one Unix socket, serving one certificate directory a lab CA fills with the identities of node-1's pods),
+as a node's dpu-proxy does. Once an Envoy has loaded its listeners and clusters (listeners warm only once
+their certificates came from the SDS service), its memory is read from /proc: RSS, and PSS, which splits
+the pages Envoys share (the binary) among them instead of counting them N times. The SDS service's own
+memory is recorded apart.
 
 For each N the cluster is the same; only the node of node-1's surplus pods changes (pod IPs pinned), so
 each pod's sidecar config is the same for every N and is compiled once.
@@ -30,6 +33,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from benchmarks.common import (
     PLOTS_DIR,
@@ -94,13 +99,27 @@ def with_pods_on_node(objects: list[dict[str, Any]], keep: list[str]) -> list[di
     return moved
 
 
-def layout_for(root: Path) -> ProxyLayout:
-    """Config and certificate paths inside `root`: every proxy gets its own tree."""
-    return ProxyLayout(config_dir=str(root / "envoy"), cert_dir=str(root / "certs"), watch_dir=str(root / "envoy"))
+def cert_dir_of(workdir: Path) -> Path:
+    """The one certificate directory every proxy's secrets come from."""
+    return workdir / "certs"
 
 
-def mesh_for(root: Path) -> MeshSettings:
-    return dataclasses.replace(MeshSettings(), proxy=layout_for(root))
+def sds_socket_of(workdir: Path) -> Path:
+    return workdir / "sds.sock"
+
+
+def layout_for(root: Path, workdir: Path) -> ProxyLayout:
+    """Config paths inside `root` (every proxy its own tree); certificates and SDS socket shared by all."""
+    return ProxyLayout(
+        config_dir=str(root / "envoy"),
+        watch_dir=str(root / "envoy"),
+        cert_dir=str(cert_dir_of(workdir)),
+        sds_socket=str(sds_socket_of(workdir)),
+    )
+
+
+def mesh_for(root: Path, workdir: Path) -> MeshSettings:
+    return dataclasses.replace(MeshSettings(), proxy=layout_for(root, workdir))
 
 
 def compile_all(objects, pods_per_node: list[int], workdir: Path, report) -> None:
@@ -112,14 +131,14 @@ def compile_all(objects, pods_per_node: list[int], workdir: Path, report) -> Non
         state = build_state(with_pods_on_node(objects, local[:n]))
         root = workdir / f"shared-{n:03d}"
         started = time.perf_counter()
-        bundle = compile_node(state, mesh_for(root), NODE)
+        bundle = compile_node(state, mesh_for(root, workdir), NODE)
         seconds = time.perf_counter() - started
         write_tree(root, bundle.files)
         report("shared", {"n": n, "root": str(root), "seconds": seconds, **_summary(bundle, state, NODE)})
     for index, key in enumerate(local[: max(pods_per_node)]):
         root = workdir / f"sidecar-{index:03d}"
         started = time.perf_counter()
-        bundle = compile_sidecar(full, mesh_for(root), key)
+        bundle = compile_sidecar(full, mesh_for(root, workdir), key)
         seconds = time.perf_counter() - started
         write_tree(root, bundle.files)
         report("sidecar", {"pod": key, "root": str(root), "seconds": seconds, **_summary(bundle, full, NODE, key)})
@@ -128,7 +147,9 @@ def compile_all(objects, pods_per_node: list[int], workdir: Path, report) -> Non
 def _summary(bundle, state, node: str, only: str = "") -> dict[str, Any]:
     pods = [p for p in state.pods if p.node == node and p.meshed and (not only or p.meta.key == only)]
     identities = sorted({(p.namespace, p.service_account) for p in pods})
-    return {"stats": bundle.stats, **bundle_sizes(bundle.files), "identities": identities}
+    static = yaml.safe_load(bundle.files["envoy/bootstrap.yaml"])["static_resources"].get("clusters", [])
+    stats = {**bundle.stats, "static_clusters": len(static)}
+    return {"stats": stats, **bundle_sizes(bundle.files), "identities": identities}
 
 
 # -- Envoy in a network namespace ------------------------------------------------------------------
@@ -144,9 +165,10 @@ class Proxy:
 def inotify_instances(at_least: int) -> Iterator[int]:
     """Raise fs.inotify.max_user_instances for the run, then put it back.
 
-    Envoy opens one inotify instance per watched directory (each SDS secret, LDS, CDS): a shared proxy
-    with 55 identities holds over 100, and 60 sidecars hold several each. The limit (128 by default)
-    counts every process of the user, so Envoys abort once it is reached.
+    Envoy opens an inotify instance per watched directory (its LDS/CDS directory; secrets come from
+    the SDS service, no file watch), and some of its own: 60 sidecars hold a few each. The limit (128
+    by default) counts every process of the user, the lab's and other tests' included, and an Envoy
+    aborts once it is reached.
     """
     knob = Path("/proc/sys/fs/inotify/max_user_instances")
     before = int(knob.read_text())
@@ -163,6 +185,35 @@ def _die_with_parent() -> None:
     import ctypes
 
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def sds_service(socket_path: Path, cert_dir: Path) -> Iterator[subprocess.Popen]:
+    """`dpumesh sds` on `socket_path` (a path, so Envoys in other network namespaces reach it) until the block ends."""
+    argv = [sys.executable, "-m", "dpumesh.cli", "sds", "--socket", str(socket_path), "--cert-dir", str(cert_dir)]
+    with (socket_path.parent / "sds.log").open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    try:
+        give_up = time.monotonic() + 30
+        while not socket_path.is_socket():
+            if process.poll() is not None:
+                raise BenchError(f"dpumesh sds exited with {process.returncode}: {_last_line(socket_path.parent)}")
+            if time.monotonic() > give_up:
+                raise BenchError(f"dpumesh sds did not open {socket_path} in 30 s")
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _last_line(workdir: Path) -> str:
+    lines = (workdir / "sds.log").read_text(errors="replace").splitlines()
+    return lines[-1] if lines else "no output"
 
 
 def start(proxy: Proxy, concurrency: int) -> None:
@@ -204,17 +255,19 @@ def loaded(proxy: Proxy, stats: dict[str, int]) -> bool:
         and stats.get("cluster_manager.cds.update_success", 0) >= 1
         and stats.get("listener_manager.total_listeners_active") == proxy.stats["listeners"]
         and stats.get("listener_manager.total_listeners_warming", 1) == 0
-        and stats.get("cluster_manager.active_clusters") == proxy.stats["clusters"]
+        and stats.get("cluster_manager.active_clusters") == proxy.stats["clusters"] + proxy.stats["static_clusters"]
         and stats.get("cluster_manager.warming_clusters", 1) == 0
         and admin(proxy, "/ready").strip() == "LIVE"
     )
 
 
-def wait_loaded(proxies: list[Proxy], deadline: Deadline) -> dict[str, dict[str, int]]:
+def wait_loaded(proxies: list[Proxy], deadline: Deadline, sds: subprocess.Popen) -> dict[str, dict[str, int]]:
     waiting = {p.label: p for p in proxies}
     final: dict[str, dict[str, int]] = {}
     give_up = time.monotonic() + READY_SECONDS
     while waiting:
+        if sds.poll() is not None:
+            raise BenchError(f"dpumesh sds exited with {sds.returncode}: the Envoys cannot get their secrets")
         if deadline.passed():
             label, proxy = next(iter(waiting.items()))
             raise OutOfTime(
@@ -268,15 +321,41 @@ def memory_of(pid: int) -> dict[str, int]:
     }
 
 
-def measure_running(proxies: list[Proxy], stats: dict[str, dict[str, int]]) -> dict[str, Any]:
+def active_secrets(proxy: Proxy) -> int:
+    """Secrets the proxy holds from the SDS service (Envoy redacts the keys in its dump)."""
+    raw = admin(proxy, "/config_dump?resource=dynamic_active_secrets")
+    return len(json.loads(raw).get("configs", [])) if raw else 0
+
+
+def inotify_count(pid: int) -> int:
+    """inotify instances the process holds (each counts against fs.inotify.max_user_instances)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == "anon_inode:inotify"
+    return count
+
+
+def measure_running(proxies: list[Proxy], stats: dict[str, dict[str, int]], sds: subprocess.Popen) -> dict[str, Any]:
+    """The Envoys' memory, summed, and the SDS service's apart (the same for the shared proxy and the sidecars)."""
     time.sleep(SETTLE_SECONDS)
     per_proxy = []
     for proxy in proxies:
         assert proxy.process is not None
         heap = stats[proxy.label].get("server.memory_allocated", 0)
-        per_proxy.append({"label": proxy.label, **memory_of(proxy.process.pid), "heap_allocated_bytes": heap})
-    total = {k: sum(p[k] for p in per_proxy) for k in ("rss_kib", "pss_kib", "uss_kib", "heap_allocated_bytes")}
-    return {"total": total, "proxies": per_proxy}
+        pid = proxy.process.pid
+        per_proxy.append(
+            {
+                "label": proxy.label,
+                **memory_of(pid),
+                "heap_allocated_bytes": heap,
+                "inotify": inotify_count(pid),
+                "secrets": active_secrets(proxy),
+            }
+        )
+    keys = ("rss_kib", "pss_kib", "uss_kib", "heap_allocated_bytes", "inotify", "secrets")
+    total = {k: sum(p[k] for p in per_proxy) for k in keys}
+    return {"total": total, "proxies": per_proxy, "sds": memory_of(sds.pid)}
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -305,11 +384,11 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> dict[str
     if len(compiled["local_pods"]["pods"]) < largest:
         raise BenchError(f"{NODE} holds {len(compiled['local_pods']['pods'])} meshed pods, fewer than {largest}")
 
+    # One certificate per identity of node-1's pods, the same files for the shared proxy and the sidecars.
     ca = LabCA.ensure(workdir / "ca", MeshSettings().trust_domain)
-    for entry in [*compiled["shared"].values(), *compiled["sidecars"]]:
-        ensure_workload_certs(
-            Path(entry["root"]) / "certs", ca, MeshSettings().trust_domain, [tuple(i) for i in entry["identities"]]
-        )
+    entries = [*compiled["shared"].values(), *compiled["sidecars"]]
+    identities = {tuple(i) for entry in entries for i in entry["identities"]}
+    ensure_workload_certs(cert_dir_of(workdir), ca, MeshSettings().trust_domain, sorted(identities))
 
     cluster = {"services": args.services, "pods": largest * nodes, "nodes": nodes}
     cluster["virtual_services"] = cluster["destination_rules"] = args.services // 5
@@ -333,7 +412,8 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> dict[str
             }
         )
     try:
-        measure_envoys(result["points"], compiled, args.concurrency, deadline)
+        with sds_service(sds_socket_of(workdir), cert_dir_of(workdir)) as sds:
+            measure_envoys(result["points"], compiled, args.concurrency, deadline, sds)
     except OutOfTime as exc:
         result["stopped"] = str(exc)
     result["complete"] = all("memory" in p["sidecars"] and "memory" in p["shared"] for p in result["points"])
@@ -342,7 +422,7 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> dict[str
 
 
 def measure_envoys(
-    points: list[dict[str, Any]], compiled: dict[str, Any], concurrency: int, deadline: Deadline
+    points: list[dict[str, Any]], compiled: dict[str, Any], concurrency: int, deadline: Deadline, sds: subprocess.Popen
 ) -> None:
     """Fill in each point's memory: the shared Envoy alone, then N sidecar Envoys running together."""
     for point in points:
@@ -351,7 +431,8 @@ def measure_envoys(
         print(f"N={point['n']}: shared proxy", flush=True)
         try:
             start(shared, concurrency)
-            point["shared"]["memory"] = measure_running([shared], wait_loaded([shared], deadline))["total"]
+            memory = measure_running([shared], wait_loaded([shared], deadline, sds), sds)
+            point["shared"]["memory"], point["shared"]["sds_memory"] = memory["total"], memory["sds"]
         finally:
             stop([shared])
     running: list[Proxy] = []
@@ -366,9 +447,9 @@ def measure_envoys(
                 running.append(proxy)
                 batch.append(proxy)
                 start(proxy, concurrency)
-            wait_loaded(batch, deadline)
-            memory = measure_running(running, {p.label: manager_stats(p) for p in running})
-            point["sidecars"]["memory"] = memory["total"]
+            wait_loaded(batch, deadline, sds)
+            memory = measure_running(running, {p.label: manager_stats(p) for p in running}, sds)
+            point["sidecars"]["memory"], point["sidecars"]["sds_memory"] = memory["total"], memory["sds"]
             point["sidecars"]["per_proxy_rss_kib"] = [p["rss_kib"] for p in memory["proxies"]]
     finally:
         stop(running)
