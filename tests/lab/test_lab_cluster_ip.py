@@ -94,13 +94,15 @@ def calls(pod: str, url: str, count: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module", params=["underlay", "overlay"])
-def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     state = _state(tmp_path_factory.mktemp("cluster-ip-state"))
     done = dpumesh("lab", "apply", str(state), "--network-mode", request.param)
     assert done.returncode == 0, done.stderr
     from dpumesh.lab.apply import read_lab_state
 
-    return read_lab_state()["pods"]
+    yield read_lab_state()["pods"]
+    if request.param == "overlay":  # the last one: the next test module starts from an empty lab
+        assert dpumesh("lab", "down").returncode == 0
 
 
 def test_non_meshed_pod_reaches_endpoints_on_both_nodes_by_cluster_ip(lab: dict) -> None:
