@@ -498,6 +498,9 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     mem.plot(ns, [p["sidecars"]["memory"]["pss_kib"] / mib for p in points], "o--", label="N sidecars, summed PSS")
     mem.plot(ns, [p["shared"]["memory"]["rss_kib"] / mib for p in points], "s-", label="shared proxy, RSS")
     mem.plot(ns, [p["shared"]["memory"]["pss_kib"] / mib for p in points], "s--", label="shared proxy, PSS")
+    if all("sds_memory" in p["shared"] for p in points):
+        with_sds = [(p["shared"]["memory"]["rss_kib"] + p["shared"]["sds_memory"]["rss_kib"]) / mib for p in points]
+        mem.plot(ns, with_sds, "^:", label="shared proxy + SDS service, RSS")
     mem.set_xlabel("pods on the node (N)")
     mem.set_ylabel("MiB")
     mem.set_title("Envoy memory")

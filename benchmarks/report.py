@@ -38,8 +38,8 @@ def _machine(result: dict[str, Any]) -> str:
 def memory(result: dict[str, Any]) -> str:
     lines = [
         "| N pods | shared config | N sidecar configs | smaller by | shared RSS | sidecars' RSS | less | shared PSS "
-        "| sidecars' PSS | less | clusters shared / summed |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| sidecars' PSS | less | SDS service RSS / PSS | less, PSS with SDS | clusters shared / summed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in result["points"]:
         shared, side = p["shared"], p["sidecars"]
@@ -51,6 +51,14 @@ def memory(result: dict[str, Any]) -> str:
                 row += [f"{_kib_to_mib(a)} MiB", f"{_kib_to_mib(b)} MiB", _less(a, b)]
         else:
             row += ["not measured"] * 6
+        sds = shared.get("sds_memory")
+        if sds and "memory" in shared and "memory" in side:
+            # the sidecars' side leaves out the SDS service they use as well: the saving at its smallest
+            with_sds = shared["memory"]["pss_kib"] + sds["pss_kib"]
+            row += [f"{_kib_to_mib(sds['rss_kib'])} / {_kib_to_mib(sds['pss_kib'])} MiB"]
+            row += [_less(with_sds, side["memory"]["pss_kib"])]
+        else:
+            row += ["—", "—"]
         row.append(f"{shared['stats']['clusters']} / {side['clusters']}")
         lines.append("| " + " | ".join(row) + " |")
     sweep = result.get("size_by_services") or []
