@@ -77,31 +77,33 @@ def memory(result: dict[str, Any]) -> str:
     return "\n".join([*lines, "", _machine(result)])
 
 
+def _wall_cpu(data: dict[str, Any], wall: str, cpu: str) -> str:
+    return f"{data[wall]:.1f} s" + (f" / {data[cpu]:.1f} s" if cpu in data else "")
+
+
 def compiler_scale(result: dict[str, Any]) -> str:
     lines = [
-        "| services | pods | nodes | VS / DR | load | one node (best) | node-1 Envoy config | all nodes | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| services | pods | nodes | VS / DR | load | one node (best), wall / CPU | node-1 Envoy config "
+        "| clusters on node-1 | all nodes, wall / CPU | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["runs"]:
         s = r["sizes"]
         one = r.get("one_node")
         summary = r.get("node_summary")
-        all_nodes = f"{r['all_nodes']['seconds']:.1f} s" if "all_nodes" in r else "not run"
+        all_nodes = _wall_cpu(r["all_nodes"], "seconds", "cpu_seconds") if "all_nodes" in r else "not run"
         if summary and "all_nodes" not in r:
             all_nodes = f"stopped after {summary['compiled']} of {summary['of']} ({summary['seconds_sum']:.0f} s)"
-        lines.append(
-            f"| {s['services']} | {s['pods']} | {s['nodes']} | {s['virtual_services']} / {s['destination_rules']} | "
-            + (f"{r['load']['seconds']:.1f} s" if "load" in r else "—")
-            + " | "
-            + (
-                f"{one['best_seconds']:.1f} s | {_mib(one['envoy_bytes'])} MiB"
-                if one
-                else f"{r.get('stopped', '—')} | —"
-            )
-            + f" | {all_nodes} | "
-            + (f"{r['peak_rss_kib'] // 1024} MiB" if "peak_rss_kib" in r else "—")
-            + " |"
-        )
+        if one:
+            node_1 = [_wall_cpu(one, "best_seconds", "best_cpu_seconds"), f"{_mib(one['envoy_bytes'])} MiB"]
+            node_1.append(f"{one['stats']['clusters']:,}")
+        else:
+            node_1 = [r.get("stopped", "—"), "—", "—"]
+        row = [str(s["services"]), str(s["pods"]), str(s["nodes"])]
+        row.append(f"{s['virtual_services']} / {s['destination_rules']}")
+        row += [f"{r['load']['seconds']:.1f} s" if "load" in r else "—", *node_1, all_nodes]
+        row.append(f"{r['peak_rss_kib'] // 1024} MiB" if "peak_rss_kib" in r else "—")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join([*lines, "", _machine(result)])
 
 
