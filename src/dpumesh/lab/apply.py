@@ -196,8 +196,10 @@ class _NodeRollout:
     pods: list[PodPlan]
 
     def health(self, envoy: str):
-        probe = proxy.probe_command(self.node, self.pods, self.bundle)
-        return proxy.envoy_health(self.node, self.admin_port, envoy, probe)
+        def probe_for(version: str) -> list[str] | None:
+            return proxy.probe_command(self.node, self.pods, proxy.version_listeners(self.node, version))
+
+        return proxy.envoy_health(self.node, self.admin_port, envoy, probe_for)
 
     def run(self, running: str, envoy: str, changes: list[str]) -> tuple[str | None, str]:
         """Activate the config on the Envoy the node runs, then move it to `envoy` if that differs.

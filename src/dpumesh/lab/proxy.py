@@ -14,15 +14,15 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import yaml
 
 from dpumesh.activate import HealthCheck, activate, proxy_health
 from dpumesh.activate import served_versions as parse_served_versions
 from dpumesh.bridges import bridges, read_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import NodeBundle
+from dpumesh.configfile import load_config
 from dpumesh.dataplane.commands import run
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths, supervisor
@@ -125,10 +125,15 @@ def run_envoy(node: str, admin_port: int, envoy: str) -> None:
     supervisor.wait_for_programs({program_name(node)}, timeout=HEALTH_TIMEOUT)
 
 
-def envoy_health(node: str, admin_port: int, envoy: str, probe: list[str] | None) -> HealthCheck:
-    """The lab's health check of a node: Envoy on the current files, /ready, both versions, the probe."""
+def envoy_health(node: str, admin_port: int, envoy: str, probe_for: Callable[[str], list[str] | None]) -> HealthCheck:
+    """The lab's health check of a node: Envoy on the current files, /ready, both versions, the probe.
+
+    `probe_for(version)` gives the probe that fits that version: a bridge or a rolled-back version
+    may not know the pods of the new one.
+    """
 
     def check(version: str) -> str | None:
+        probe = probe_for(version)
         try:
             run_envoy(node, admin_port, envoy)
             _wait_for_epoch(node, admin_port)
@@ -160,27 +165,42 @@ def _wait_for_epoch(node: str, admin_port: int) -> None:
         time.sleep(0.1)
 
 
-def probe_command(node: str, pods: list[PodPlan], bundle: NodeBundle) -> list[str] | None:
+def probe_command(node: str, pods: list[PodPlan], listeners: list[dict]) -> list[str] | None:
     """A request through this node's proxy only: a meshed local pod calls another one that takes plaintext.
 
     The call goes client VF -> outbound listener -> inbound listener -> server VF, all on this node, so one
-    node's probe does not depend on another node's proxy. None when the node has no such pair of pods.
+    node's probe does not depend on another node's proxy. Both pods must be known to `listeners` (the
+    client as a source of the outbound listener, the server by its inbound chain). None when the node has
+    no such pair of pods.
     """
-    chains = {
-        fc["name"]
-        for listener in yaml.safe_load(bundle.files["envoy/lds.yaml"])["resources"]
-        for fc in listener.get("filter_chains", [])
+    chains = {fc["name"] for listener in listeners for fc in listener.get("filter_chains", [])}
+    sources = {
+        r["address_prefix"]
+        for listener in listeners
+        for entry in _source_ranges(listener)
+        for r in entry.get("ranges", [])
     }
     local = [p for p in pods if p.node == node and p.meshed]
     for server in sorted((p for p in local if p.http_ports and not p.upstreams), key=lambda p: p.key):
         port = server.http_ports[0]
         if f"inbound|{server.ip}|{port}|plaintext" not in chains:
             continue
-        client = next((p for p in sorted(local, key=lambda p: p.key) if p is not server), None)
+        client = next((p for p in sorted(local, key=lambda p: p.key) if p is not server and p.ip in sources), None)
         if client is not None:
             url = f"http://{server.ip}:{port}/dpumesh-probe"
             return ["ip", "netns", "exec", client.netns, "curl", "-sf", "-m", "2", "-o", "/dev/null", url]
     return None
+
+
+def _source_ranges(listener: dict) -> list[dict]:
+    tree = (listener.get("filter_chain_matcher") or {}).get("matcher_tree") or {}
+    return ((tree.get("custom_match") or {}).get("typed_config") or {}).get("range_matchers", [])
+
+
+def version_listeners(node: str, version: str) -> list[dict]:
+    """The listeners of one activated version of the node (none when it is not there)."""
+    lds = paths.proxy_dir(node) / "versions" / version / "envoy" / "lds.yaml"
+    return load_config(lds.read_text())["resources"] if lds.is_file() else []
 
 
 def admin_get(node: str, admin_port: int, path: str) -> str:
