@@ -5,7 +5,8 @@ import time
 
 testinfra_hosts = ["dpu-soc"]
 
-SERVICES = ("dataplane", "dpu-proxy")
+SERVICES = ("dataplane", "sds", "dpu-proxy")
+IMAGES = ("dataplane", "dpu-proxy")  # sds runs the dataplane image (it carries the dpumesh package)
 
 
 def started_at(host, service):
@@ -43,9 +44,9 @@ def test_inotify_limits_raised_never_lowered(host):
 
 
 def test_images_loaded_from_archives(host):
-    for service in SERVICES:
-        assert host.file(f"/var/lib/dpumesh/images/{service}.tar").exists
-        assert host.run(f"podman image exists localhost/dpumesh/{service}:test").rc == 0
+    for image in IMAGES:
+        assert host.file(f"/var/lib/dpumesh/images/{image}.tar").exists
+        assert host.run(f"podman image exists localhost/dpumesh/{image}:test").rc == 0
 
 
 def test_pinned_image_runs_by_digest(host):
@@ -81,12 +82,22 @@ def test_unit_settings(host):
         "--log-driver=k8s-file --log-opt=max-size=20mb",
         "--health-on-failure=kill",
         "--volume=/etc/dpumesh/proxy:/etc/dpumesh/proxy:ro",
-        "--volume=/etc/dpumesh/certs:/etc/dpumesh/certs:ro",
+        "--volume=/run/dpumesh:/run/dpumesh \\",
         "--cap-add=NET_ADMIN",
         "--pull=never --network=host",
-        "After=network-online.target dpumesh-dataplane.service",
+        "After=network-online.target dpumesh-dataplane.service dpumesh-sds.service\n",
+        "Wants=dpumesh-sds.service\n",
+        "ExecStartPre=/usr/bin/install -d -m 0700 /run/dpumesh\n",
     ):
         assert expected in unit, expected
+    # The proxy takes every certificate from the SDS service: only that one mounts the keys.
+    assert "/etc/dpumesh/certs" not in unit
+    sds = host.file("/etc/systemd/system/dpumesh-sds.service").content_string
+    assert "--volume=/etc/dpumesh/certs:/etc/dpumesh/certs:ro \\" in sds
+    assert "--volume=/run/dpumesh:/run/dpumesh \\" in sds
+    assert "--cap-add" not in sds
+    assert "  localhost/dpumesh/dataplane:test /bin/sleep infinity" in sds
+    assert host.file("/run/dpumesh").mode == 0o700
     log_opts = host.check_output("podman inspect --format '{{.HostConfig.LogConfig.Size}}' dpumesh-dpu-proxy")
     assert log_opts == "20MB"
 
