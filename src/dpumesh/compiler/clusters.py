@@ -30,6 +30,7 @@ SIMPLE_LB = {
     "UNSPECIFIED": "LEAST_REQUEST",
 }
 TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+H2_UPGRADE_POLICIES = ("DEFAULT", "DO_NOT_UPGRADE", "UPGRADE")
 POLICY_KEYS = (
     "loadBalancer",
     "connectionPool",
@@ -133,7 +134,7 @@ class ClusterCatalog:
                 "cluster_name": istio_name(port, subset, host.fqdn),
                 "endpoints": [{"lb_endpoints": [_lb_endpoint(e) for e in endpoints]}] if endpoints else [],
             }
-        if hp.protocol in ("HTTP2", "GRPC"):
+        if _upstream_http2(hp.protocol, policy.get("connectionPool")):
             cluster["typed_extension_protocol_options"] = _http_options(http2=True)
         where = ("DestinationRule", dr.meta.namespace, dr.meta.name) if dr else None
         name = istio_name(port, subset, host.fqdn)
@@ -219,8 +220,11 @@ class ClusterCatalog:
             )
         if "idleTimeout" in http:
             self._set_duration(options, "idle_timeout", where, f"{fld}.http.idleTimeout", http["idleTimeout"])
+        if http.get("h2UpgradePolicy", "DEFAULT") not in H2_UPGRADE_POLICIES:
+            message = f"{http['h2UpgradePolicy']!r} is not one of {H2_UPGRADE_POLICIES}"
+            self._error(where, f"{fld}.http.h2UpgradePolicy", message)
         if options and is_http(protocol):
-            http2 = protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE"
+            http2 = _upstream_http2(protocol, pool)
             cluster["typed_extension_protocol_options"] = _http_options(http2=http2, common=options)
 
     def apply_outlier(self, cluster, od, where) -> None:
@@ -335,6 +339,14 @@ def _lb_endpoint(e: HostEndpoint) -> dict[str, Any]:
     if e.meshed:
         out["metadata"] = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
     return out
+
+
+def _upstream_http2(protocol: str, pool: dict[str, Any] | None) -> bool:
+    """HTTP2/gRPC ports speak HTTP/2 to the server's proxy; an HTTP/1.1 port too when the DestinationRule's
+    h2UpgradePolicy is UPGRADE (otherwise meshConfig's default, DO_NOT_UPGRADE). The server's proxy speaks the
+    port's own protocol to the application either way (`inbound.py`)."""
+    upgrade = ((pool or {}).get("http") or {}).get("h2UpgradePolicy")
+    return protocol in ("HTTP2", "GRPC") or (is_http(protocol) and upgrade == "UPGRADE")
 
 
 def _http_options(http2: bool, common: dict[str, Any] | None = None) -> dict[str, Any]:

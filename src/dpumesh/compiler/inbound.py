@@ -49,8 +49,14 @@ def _select(chain: str) -> dict[str, Any]:
     return {"action": {"name": chain, "typed_config": typed("google.protobuf.StringValue", value=chain)}}
 
 
-def inbound_cluster_name(port: int) -> str:
-    return f"inbound|{port}||"
+# Istio 1.24 (ENABLE_INBOUND_RETRY_POLICY): retry a request the application's connection reset before it was sent.
+INBOUND_RETRY = {"retry_on": "reset-before-request", "num_retries": 2}
+H2_SUFFIX = "~h2"
+
+
+def inbound_cluster_name(port: int, protocol: str = "TCP") -> str:
+    """`inbound|<port>||` as Istio names it; HTTP2/gRPC ports get their own cluster, which speaks HTTP/2."""
+    return f"inbound|{port}||" + (H2_SUFFIX if protocol in ("HTTP2", "GRPC") else "")
 
 
 @dataclass(frozen=True)
@@ -93,20 +99,23 @@ class InboundBuilder:
         self.peer = PeerAuthentications(ctx)
         self.authz = AuthorizationPolicies(ctx)
         self.chains: list[dict[str, Any]] = []
-        self.cluster_ports: set[int] = set()
+        self.cluster_names: set[str] = set()
 
     # -- filters ----------------------------------------------------------------------------
-    def http_filters(self, pod: Pod, port: int) -> list[dict[str, Any]]:
-        cluster = inbound_cluster_name(port)
-        self.cluster_ports.add(port)
+    def http_filters(self, pod: Pod, port: int, protocol: str) -> list[dict[str, Any]]:
+        cluster = inbound_cluster_name(port, protocol)
+        self.cluster_names.add(cluster)
+        action: dict[str, Any] = {
+            "cluster": cluster,
+            "timeout": "0s",
+            "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"},
+        }
+        if protocol != "GRPC":
+            action["retry_policy"] = dict(INBOUND_RETRY)
         route = {
             "name": "default",
             "match": {"prefix": "/"},
-            "route": {
-                "cluster": cluster,
-                "timeout": "0s",
-                "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"},
-            },
+            "route": action,
             "decorator": {"operation": f"{pod.name}.{pod.namespace}:{port}/*"},
         }
         manager = typed(
@@ -134,10 +143,9 @@ class InboundBuilder:
         )
         return [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
 
-    def tcp_filters(self, pod: Pod, port: int | None) -> list[dict[str, Any]]:
-        cluster = PASSTHROUGH if port is None else inbound_cluster_name(port)
-        if port is not None:
-            self.cluster_ports.add(port)
+    def tcp_filters(self, pod: Pod, port: int | None, protocol: str = "TCP") -> list[dict[str, Any]]:
+        cluster = PASSTHROUGH if port is None else inbound_cluster_name(port, protocol)
+        self.cluster_names.add(cluster)
         proxy = typed(
             "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
             stat_prefix=f"inbound_{pod.ip}_{port or 'passthrough'}",
@@ -159,7 +167,7 @@ class InboundBuilder:
         http = port is not None and is_http(protocol)
 
         def filters() -> list[dict[str, Any]]:
-            return self.http_filters(pod, port) if http and port is not None else self.tcp_filters(pod, port)
+            return self.http_filters(pod, port, protocol) if http and port is not None else self.tcp_filters(pod, port)
 
         mtls = plain = foreign = ""
         if mode == STRICT:
@@ -169,7 +177,9 @@ class InboundBuilder:
             mtls = self.add_chain(f"{label}|mtls", filters(), tls)
         if mode != STRICT:
             plain = self.add_chain(f"{label}|plaintext", filters())
-            foreign = self.add_chain(f"{label}|tls-passthrough", self.tcp_filters(pod, port)) if http else plain
+            foreign = plain
+            if http:
+                foreign = self.add_chain(f"{label}|tls-passthrough", self.tcp_filters(pod, port, protocol))
         return PortChains(mtls, plain, foreign)
 
     def reject_chain(self) -> None:
@@ -266,7 +276,7 @@ class InboundBuilder:
         return listener
 
     def clusters(self) -> list[dict[str, Any]]:
-        names = [inbound_cluster_name(p) for p in sorted(self.cluster_ports)]
+        names = sorted((n for n in self.cluster_names if n != PASSTHROUGH), key=lambda n: (int(n.split("|")[1]), n))
         if self.chains:
             names.append(PASSTHROUGH)
         clusters = [self.original_destination(name) for name in names]
@@ -275,12 +285,15 @@ class InboundBuilder:
         return clusters
 
     def original_destination(self, name: str) -> dict[str, Any]:
-        """Connect to the address the client dialled, marked so the dataplane sends it straight to the pod."""
-        options = typed(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            use_downstream_protocol_config={"http_protocol_options": {}, "http2_protocol_options": {}},
-        )
-        return {
+        """Connect to the address the client dialled, marked so the dataplane sends it straight to the pod.
+
+        HTTP reaches the application in its port's protocol, as from a sidecar, whatever the client proxy spoke:
+        HTTP/2 for HTTP2/gRPC ports, HTTP/1.1 otherwise (TCP ports use the cluster through tcp_proxy only).
+        """
+        http2 = name.endswith(H2_SUFFIX)
+        protocol = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+        options = typed("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", explicit_http_config=protocol)
+        cluster = {
             "name": name,
             "type": "ORIGINAL_DST",
             "lb_policy": "CLUSTER_PROVIDED",
@@ -294,6 +307,9 @@ class InboundBuilder:
             },
             "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
         }
+        if http2:
+            cluster["alt_stat_name"] = name.removesuffix(H2_SUFFIX)
+        return cluster
 
 
 def build_inbound(ctx: CompileContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:

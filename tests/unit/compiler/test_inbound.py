@@ -172,7 +172,7 @@ def test_clusters_are_original_destination_with_the_bypass_mark():
         "inbound|5432||",
         "inbound|7070||",
         "inbound|8080||",
-        "inbound|9090||",
+        "inbound|9090||~h2",
         "InboundPassthroughCluster",
         "InboundBlackHoleCluster",
     ]
