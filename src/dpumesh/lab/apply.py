@@ -27,7 +27,7 @@ from dpumesh.compiler.settings import MeshSettings
 from dpumesh.dataplane.commands import run
 from dpumesh.dataplane.linux import render_linux
 from dpumesh.dataplane.linux_apply import apply_linux
-from dpumesh.dataplane.model import parse_steering
+from dpumesh.dataplane.model import SteeringModel, parse_steering
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import hardware, paths, proxy, supervisor
 from dpumesh.lab.plan import LabPlan, PodPlan, build_plan
@@ -129,7 +129,7 @@ def lab_apply(
     for pod in plan.pods:
         result.changes += hardware.ensure_pod(pod)
     for node in plan.nodes:
-        dataplane = render_linux(node.steering)
+        dataplane = render_linux(_with_leaving_pods(node.name, node.steering, leaving))
         result.changes += [f"{node.name}: {c}" for c in apply_linux(dataplane, node.netns, prune=not leaving)]
 
     for node in plan.nodes:
@@ -186,6 +186,19 @@ def lab_apply(
     if failures:
         raise DpumeshError("\n".join(failures))
     return result
+
+
+def _with_leaving_pods(node: str, steering: SteeringModel, leaving: dict[str, Any]) -> SteeringModel:
+    """`steering` plus the capture rules of the node's leaving pods, from the version it runs now.
+
+    Proxies still send those pods requests until their new configs are in: without the rules, packets of a
+    proxy's open connection to such a pod would go straight to it and be reset.
+    """
+    current = paths.proxy_dir(node) / "current" / "steering.json"
+    if not leaving or not current.is_file():
+        return steering
+    kept = [p for p in parse_steering(json.loads(current.read_text())).pods if p.key in leaving]
+    return dataclasses.replace(steering, pods=steering.pods + tuple(kept))
 
 
 @dataclass
