@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -61,12 +62,6 @@ def run_stages():
     return run_playbooks
 
 
-@pytest.fixture(scope="session")
-def lab_render(tmp_path_factory) -> Path:
-    """The lab inventory as it is: underlay, device plugin, SpiderMultusConfig."""
-    return render(tmp_path_factory, "lab")
-
-
 # The other path through every switch: overlay (staging), operator, plain NAD, mirror, pull secrets.
 STAGING_EXTRA = {
     "sriov_mode": "operator",
@@ -83,13 +78,28 @@ STAGING_EXTRA = {
 
 
 @pytest.fixture(scope="session")
-def staging_render(tmp_path_factory) -> Path:
-    return render(tmp_path_factory, "staging", **STAGING_EXTRA)
+def renders(tmp_path_factory) -> dict[str, Path]:
+    """Both inventories, rendered by two ansible-playbook runs side by side (each keeps one core busy)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        lab = pool.submit(render, tmp_path_factory, "lab")
+        staging = pool.submit(render, tmp_path_factory, "staging", **STAGING_EXTRA)
+        return {"lab": lab.result(), "staging": staging.result()}
+
+
+@pytest.fixture(scope="session")
+def lab_render(renders) -> Path:
+    """The lab inventory as it is: underlay, device plugin, SpiderMultusConfig."""
+    return renders["lab"]
+
+
+@pytest.fixture(scope="session")
+def staging_render(renders) -> Path:
+    return renders["staging"]
 
 
 @pytest.fixture(scope="session", params=["lab", "staging"])
-def rendered(request) -> Path:
-    return request.getfixturevalue(f"{request.param}_render")
+def rendered(request, renders) -> Path:
+    return renders[request.param]
 
 
 def pytest_terminal_summary(terminalreporter):
