@@ -98,6 +98,15 @@ def compile_sidecar(state: ClusterState, mesh: MeshSettings, pod_key: str) -> No
     return compile_node(state, mesh, pod.node, only_pod=pod_key)
 
 
+VERSION_SLOT = "dpumesh-version-slot"
+
+
+def _fill_version(data: bytes, version: str) -> bytes:
+    slot = f'"version_info":"{VERSION_SLOT}"'.encode()
+    assert data.startswith(b"{" + slot), "discovery_response puts version_info first"
+    return data.replace(slot, f'"version_info":"{version}"'.encode(), 1)
+
+
 def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> NodeBundle:
     ctx = prepare(state, mesh, node, only_pod)
     ctx.diag.raise_if_errors()
@@ -114,10 +123,13 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
     files: dict[str, bytes] = {
         "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
     }
-    content = hashlib.sha256(json.dumps([listeners, clusters, steering], sort_keys=True).encode()).hexdigest()
+    # The version is the hash of what the files say (written once, with a slot for the version itself).
+    lds = dump_resources(discovery_response(LISTENER, [_strip_type(x) for x in listeners], VERSION_SLOT))
+    cds = dump_resources(discovery_response(CLUSTER, clusters, VERSION_SLOT))
+    content = hashlib.sha256(lds + cds + json.dumps(steering, sort_keys=True).encode()).hexdigest()
     version = content[:16]
-    files["envoy/lds.yaml"] = dump_resources(discovery_response(LISTENER, [_strip_type(x) for x in listeners], version))
-    files["envoy/cds.yaml"] = dump_resources(discovery_response(CLUSTER, clusters, version))
+    files["envoy/lds.yaml"] = _fill_version(lds, version)
+    files["envoy/cds.yaml"] = _fill_version(cds, version)
     steering["version"] = version
     files["steering.json"] = (json.dumps(steering, indent=2, sort_keys=True) + "\n").encode()
     files["describe.txt"] = describe(listeners, clusters, steering).encode()

@@ -95,10 +95,18 @@ class ClusterCatalog:
         key = ClusterKey(host.fqdn, port, subset, dr.meta.key if dr else "", cls.namespace)
         if key in self._names:
             return self._names[key]
+        # Only DestinationRule credentials make a cluster depend on the client's namespace; a cluster
+        # without them, built for one class, serves every class that resolves the same rule.
+        any_client = ClusterKey(host.fqdn, port, subset, key.dr, "")
+        if any_client in self._names:
+            self._names[key] = self._names[any_client]
+            return self._names[key]
         cluster = self.build(cls, host, port, subset, dr)
         name = istio_name(port, subset, host.fqdn)
         if _uses_credentials(cluster):
             name += f"~{cls.namespace}"
+        else:
+            self._names[any_client] = name
         if dr and dr.meta.namespace != host.namespace:
             name += f"~dr={dr.meta.key}"
         cluster["name"] = name
