@@ -49,9 +49,11 @@ from benchmarks.common import (
 )
 from benchmarks.compiler_scale import bundle_sizes
 from benchmarks.generate import Generator, Sizes
+from dpumesh import sds
 from dpumesh.bundle import envoy_binary, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node, compile_sidecar
+from dpumesh.errors import DpumeshError
 from dpumesh.state import build_state
 
 NODE = "node-1"
@@ -190,17 +192,15 @@ def _die_with_parent() -> None:
 @contextlib.contextmanager
 def sds_service(socket_path: Path, cert_dir: Path) -> Iterator[subprocess.Popen]:
     """`dpumesh sds` on `socket_path` (a path, so Envoys in other network namespaces reach it) until the block ends."""
-    argv = [sys.executable, "-m", "dpumesh.cli", "sds", "--socket", str(socket_path), "--cert-dir", str(cert_dir)]
     with (socket_path.parent / "sds.log").open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(
+            sds.command(socket_path, cert_dir), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
     try:
-        give_up = time.monotonic() + 30
-        while not socket_path.is_socket():
-            if process.poll() is not None:
-                raise BenchError(f"dpumesh sds exited with {process.returncode}: {_last_line(socket_path.parent)}")
-            if time.monotonic() > give_up:
-                raise BenchError(f"dpumesh sds did not open {socket_path} in 30 s")
-            time.sleep(0.1)
+        try:
+            sds.wait_until_serving(socket_path, process, timeout=30)
+        except DpumeshError as exc:
+            raise BenchError(f"{exc}: {_last_line(socket_path.parent)}") from exc
         yield process
     finally:
         process.terminate()

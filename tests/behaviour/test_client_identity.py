@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
+from support.compiled import Compiled
 
 pytestmark = [pytest.mark.envoy, pytest.mark.netns]
 
@@ -22,15 +22,7 @@ WHOAMI_CONNECTIONS = "cluster.outbound|7070||whoami.open.svc.cluster.local.upstr
 
 
 def class_of(lab, pod: str) -> str:
-    outbound = next(
-        x
-        for x in yaml.safe_load(lab.bundle_dir.joinpath("envoy/lds.yaml").read_text())["resources"]
-        if x["name"] == "outbound"
-    )
-    tree = outbound["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
-    ip = lab.pod(pod).ip
-    entry = next(e for e in tree["range_matchers"] if any(r["address_prefix"] == ip for r in e["ranges"]))
-    return entry["on_match"]["matcher"]["on_no_match"]["action"]["name"].split("~")[0]
+    return Compiled(lab.bundle, lab.state).class_of(lab.pod(pod).ip)
 
 
 def peer_identity(reply) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from dpumesh import sds
 from dpumesh.compiler.bootstrap import sds_cluster
 from dpumesh.compiler.settings import ProxyLayout
 
@@ -141,16 +142,11 @@ def listener_stats(admin_port: int, netns: str | None = None) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def sds_service(socket_path: Path, cert_dir: str, netns: str = "") -> Iterator[subprocess.Popen]:
+def sds_service(socket_path: Path, cert_dir: str) -> Iterator[subprocess.Popen]:
     """The node's SDS service on `socket_path` for as long as the block runs."""
-    argv = [sys.executable, "-m", "dpumesh.cli", "sds", "--socket", str(socket_path), "--cert-dir", cert_dir]
-    proc = subprocess.Popen((["ip", "netns", "exec", netns] if netns else []) + argv)
+    proc = subprocess.Popen(sds.command(socket_path, cert_dir))
     try:
-        deadline = time.monotonic() + 15
-        while not socket_path.is_socket():
-            assert proc.poll() is None, f"dpumesh sds exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "dpumesh sds did not open its socket in 15 s"
-            time.sleep(0.05)
+        sds.wait_until_serving(socket_path, proc)
         yield proc
     finally:
         proc.terminate()

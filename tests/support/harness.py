@@ -33,12 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dpumesh import sds
 from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node
 from dpumesh.dataplane import parse_steering
 from dpumesh.dataplane.linux import render_linux
 from dpumesh.dataplane.linux_apply import apply_linux
+from dpumesh.errors import DpumeshError
 from dpumesh.state import load_state
 from dpumesh.state.model import ClusterState, Pod, Service
 
@@ -152,6 +154,7 @@ class MeshLab:
         bundle = compile_node(self.state, self.mesh, self.node)
         config_dir = self.mesh.proxy.config_dir
         write_tree(self.bundle_dir, bundle.files, check=lambda staged: validate_with_envoy(staged, config_dir))
+        self.bundle = bundle
         self.files = bundle.files
         self.steering = parse_steering(json.loads(bundle.files["steering.json"]))
 
@@ -212,24 +215,14 @@ class MeshLab:
 
     def _start_sds(self) -> None:
         """The node's SDS service, which hands the proxy each source pod's client certificate."""
-        socket_path = Path(self.mesh.proxy.sds_socket)
-        argv = [
-            PYTHON,
-            "-m",
-            "dpumesh.cli",
-            "sds",
-            "--socket",
-            str(socket_path),
-            "--cert-dir",
-            self.mesh.proxy.cert_dir,
-        ]
-        self._spawn("sds", self.dpu, argv, self.workdir / "sds.log")
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not socket_path.is_socket():
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise LabError(f"the SDS service did not start: {self.workdir / 'sds.log'}")
-            time.sleep(0.05)
+        socket_path = self.mesh.proxy.sds_socket
+        process = self._spawn(
+            "sds", self.dpu, sds.command(socket_path, self.mesh.proxy.cert_dir), self.workdir / "sds.log"
+        )
+        try:
+            sds.wait_until_serving(socket_path, process, READY_TIMEOUT)
+        except DpumeshError as exc:
+            raise LabError(f"{exc} (see {self.workdir / 'sds.log'})") from exc
 
     def _start_envoy(self) -> None:
         boot = self.bundle_dir / "envoy" / "bootstrap.yaml"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dpumesh import sds
 from dpumesh.activate import HealthCheck, activate, proxy_health
 from dpumesh.activate import served_versions as parse_served_versions
 from dpumesh.bridges import bridges, read_tree
@@ -78,8 +78,7 @@ def sds_program_name(node: str) -> str:
 
 def sds_program(node: str) -> dict:
     """The supervisor spec of a node's SDS service, which hands its proxy each source pod's certificate."""
-    argv = [sys.executable, "-m", "dpumesh.cli", "sds", "--socket", str(sds_socket(node))]
-    argv += ["--cert-dir", str(paths.cert_dir(node))]
+    argv = sds.command(sds_socket(node), paths.cert_dir(node))
     return {"argv": argv, "log": str(paths.logs_dir() / f"sds-{node}.log")}
 
 
