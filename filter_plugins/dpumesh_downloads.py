@@ -1,8 +1,11 @@
-"""Ansible filters for the downloads table (roles downloads, k8s_common, dpu_soc): adapters over ``dpumesh.k8s``."""
+"""Ansible filters for the downloads table and the renamed-variables table (roles downloads, k8s_common, dpu_soc).
+
+Adapters over ``dpumesh.k8s``.
+"""
 
 from __future__ import annotations
 
-from dpumesh.k8s import downloads
+from dpumesh.k8s import downloads, renamed
 from dpumesh.k8s.manifests import plain
 
 
@@ -31,6 +34,11 @@ def archive_digest_problems(entries, archive_dir):
     return downloads.archive_digest_problems(plain(entries), str(archive_dir))
 
 
+def renamed_variable_problems(names):
+    """``names``: the variables set for the host, query('ansible.builtin.varnames', '.+')."""
+    return renamed.renamed_variable_problems(names or [])
+
+
 def _bool(value) -> bool:
     """An inventory flag that may arrive as a string ("true", "false")."""
     if isinstance(value, str):
@@ -45,4 +53,5 @@ class FilterModule:
             "dpumesh_resolve_downloads": resolve_downloads,
             "dpumesh_service_images": service_images,
             "dpumesh_archive_digest_problems": archive_digest_problems,
+            "dpumesh_renamed_variable_problems": renamed_variable_problems,
         }

@@ -24,6 +24,19 @@ CASES = {
         {"spiderpool_vf_cidr": "10.250.0.0/16"},
         "spiderpool_vf_cidr: no longer used. Each DPU node's VF address pool is its pod CIDR",
     ),
+    "renamed downloads table": (
+        {"k8s_common_downloads": {}},
+        "k8s_common_downloads: renamed to downloads_table (the table moved to role downloads; change entries with "
+        "downloads_overrides); the old name is no longer read",
+    ),
+    "renamed download overrides": (
+        {"k8s_common_download_overrides": {"multus": {"tag": "v4.2.0-thick"}}},
+        "k8s_common_download_overrides: renamed to downloads_overrides",
+    ),
+    "renamed registry mirror": (
+        {"k8s_common_registry_mirror": "registry.example:5000/mirror"},
+        "k8s_common_registry_mirror: renamed to dpumesh_registry_mirror",
+    ),
     "malformed digest": (
         {"downloads_overrides": {"multus": {"digest": "sha256:12AB"}}},
         "downloads table entry 'multus': field 'digest': 'sha256:12AB' is not sha256:<64 lower-case hex digits>",
