@@ -20,6 +20,25 @@ def dump_resources(data: Any) -> bytes:
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
 
+def dump_report(data: dict[str, Any]) -> bytes:
+    """A JSON report one item per line: readable and diffable, and written by the C encoder even when large.
+
+    Each top-level key is one line, except lists and mappings of lists, whose items get a line each.
+    """
+    compact = {"separators": (",", ":"), "sort_keys": True}
+    lines = []
+    keys = sorted(data)
+    for i, key in enumerate(keys):
+        value = data[key]
+        end = "," if i < len(keys) - 1 else ""
+        if isinstance(value, list) and value:
+            items = [json.dumps(item, **compact) for item in value]
+            lines += [f"{json.dumps(key)}:[", *[f"  {x}," for x in items[:-1]], f"  {items[-1]}", f"]{end}"]
+        else:
+            lines.append(f"{json.dumps(key)}:{json.dumps(value, **compact)}{end}")
+    return ("{\n" + "\n".join(lines) + "\n}\n").encode()
+
+
 def load_config(data: bytes | str) -> Any:
     """A config file's content, JSON or YAML."""
     text = data.decode() if isinstance(data, bytes) else data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -34,12 +35,73 @@ class Compiled:
     def vhost(self, chain: str, name: str) -> dict[str, Any]:
         return next(v for v in self.route_config(chain)["virtual_hosts"] if v["name"] == name)
 
+    def source_classes(self) -> dict[str, list[str]]:
+        return self.listener("outbound")["metadata"]["filter_metadata"]["dpumesh"]["source_classes"]
+
     def class_of(self, pod_ip: str) -> str:
-        tree = self.listener("outbound")["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
-        for entry in tree["range_matchers"]:
-            if any(r["address_prefix"] == pod_ip for r in entry["ranges"]):
-                return entry["on_match"]["matcher"]["on_no_match"]["action"]["name"].split("~")[0]
-        raise KeyError(pod_ip)
+        return next(name for name, ips in self.source_classes().items() if pod_ip in ips)
+
+    def chain_for(self, source: str, address: str, port: int, sni: str = "") -> str:
+        """The chain the outbound listener's matcher picks for a connection, as Envoy evaluates it."""
+        inputs = {
+            "DestinationPortInput": str(port),
+            "DestinationIPInput": address,
+            "ServerNameInput": sni,
+            "SourceIPInput": source,
+        }
+        return _evaluate(self.listener("outbound")["filter_chain_matcher"], inputs)
+
+    def routes_for(self, source: str, port: int, authority: str) -> list[dict[str, Any]]:
+        """The routes a request from `source` with this authority can reach, in order, without the class gates.
+
+        Chosen as Envoy does: the virtual host by domain (exact, else `*`), then the routes whose
+        source-class condition (and, for those, `:authority` condition) holds for the source's class.
+        """
+        chain = self.chain_for(source, "192.0.2.1", port)
+        vhosts = self.route_config(chain)["virtual_hosts"]
+        vhost = next((v for v in vhosts if authority in v["domains"]), None)
+        vhost = vhost or next(v for v in vhosts if "*" in v["domains"])
+        cls = self.class_of(source)
+        out = []
+        for route in vhost["routes"]:
+            match = dict(route["match"])
+            gate = match.pop("filter_state", None)
+            if gate is not None:
+                if not _string_matches(gate["string_match"], cls):
+                    continue
+                headers = match.pop("headers", [])
+                if any(h["name"] == ":authority" and not _string_matches(h["string_match"], authority) for h in headers):
+                    continue
+                if [h for h in headers if h["name"] != ":authority"]:
+                    match["headers"] = [h for h in headers if h["name"] != ":authority"]
+            out.append({**route, "match": match})
+            if match == {"prefix": "/"}:
+                break  # every later route is unreachable for this source
+        return out
+
+
+def _string_matches(matcher: dict[str, Any], value: str) -> bool:
+    if "exact" in matcher:
+        return value == matcher["exact"]
+    return re.fullmatch(matcher["safe_regex"]["regex"], value) is not None
+
+
+def _evaluate(on_match: dict[str, Any], inputs: dict[str, str]) -> str:
+    while "action" not in on_match:
+        matcher = on_match.get("matcher", on_match)
+        tree = matcher.get("matcher_tree")
+        chosen = None
+        if tree is not None:
+            value = inputs[tree["input"]["name"]]
+            if "exact_match_map" in tree:
+                chosen = tree["exact_match_map"]["map"].get(value)
+            else:
+                for entry in tree["custom_match"]["typed_config"]["range_matchers"]:
+                    if any(r["address_prefix"] == value for r in entry["ranges"]):
+                        chosen = entry["on_match"]
+                        break
+        on_match = chosen if chosen is not None else matcher["on_no_match"]
+    return on_match["action"]["name"]
 
 
 def network_filter(chain: dict[str, Any], name: str) -> dict[str, Any]:

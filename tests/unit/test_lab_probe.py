@@ -15,15 +15,7 @@ def listeners(sources: list[str], inbound: list[str]) -> list[dict]:
     outbound = {
         "name": "outbound",
         "filter_chains": [],
-        "filter_chain_matcher": {
-            "matcher_tree": {
-                "custom_match": {
-                    "typed_config": {
-                        "range_matchers": [{"ranges": [{"address_prefix": ip, "prefix_len": 32} for ip in sources]}]
-                    }
-                }
-            }
-        },
+        "metadata": {"filter_metadata": {"dpumesh": {"source_classes": {"shop": sources}}}},
     }
     chains = [{"name": f"inbound|{ip}|8080|plaintext"} for ip in inbound]
     return [outbound, {"name": "inbound", "filter_chains": chains}]

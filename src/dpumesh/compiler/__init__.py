@@ -25,7 +25,7 @@ from dpumesh.compiler.validate import (
     validate_virtual_service,
 )
 from dpumesh.compiler.views import build_classes
-from dpumesh.configfile import dump_resources
+from dpumesh.configfile import dump_report, dump_resources
 from dpumesh.describe import describe
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
 from dpumesh.state.model import ClusterState
@@ -110,15 +110,18 @@ def _fill_version(data: bytes, version: str) -> bytes:
 def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> NodeBundle:
     ctx = prepare(state, mesh, node, only_pod)
     ctx.diag.raise_if_errors()
-    catalog = ClusterCatalog(ctx)
+    catalog = ClusterCatalog.shared(ctx)
     classes = build_classes(ctx)
-    outbound = OutboundBuilder(ctx, catalog).build(classes)
+    ctx.class_pods = {c.name: [p.meta.key for p in c.pods] for c in classes}
+    builder = OutboundBuilder(ctx, catalog)
+    outbound = builder.build(classes)
     inbound_listener, inbound_clusters = build_inbound(ctx)
-    parity.collect_general_notes(ctx)
+    parity.collect_general_notes(ctx, classes)
     steering = steering_model(ctx)
     ctx.diag.raise_if_errors()
 
-    clusters = catalog.fixed_clusters() + list(catalog.clusters.values()) + inbound_clusters
+    used = [catalog.clusters[name] for name in builder.used_clusters if name in catalog.clusters]
+    clusters = catalog.fixed_clusters() + used + inbound_clusters
     listeners = [outbound, inbound_listener]
     files: dict[str, bytes] = {
         "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
@@ -131,10 +134,10 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
     files["envoy/lds.yaml"] = _fill_version(lds, version)
     files["envoy/cds.yaml"] = _fill_version(cds, version)
     steering["version"] = version
-    files["steering.json"] = (json.dumps(steering, indent=2, sort_keys=True) + "\n").encode()
+    files["steering.json"] = dump_report(steering)
     files["describe.txt"] = describe(listeners, clusters, steering).encode()
     report = parity.report(ctx)
-    files["parity.json"] = (json.dumps(report, indent=2) + "\n").encode()
+    files["parity.json"] = dump_report(report)
     files["parity.txt"] = parity.summary(report).encode()
     stats = {
         "classes": len(classes),

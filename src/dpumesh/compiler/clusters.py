@@ -15,7 +15,7 @@ from dpumesh.compiler import tls
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.durations import envoy_duration, parse_duration
 from dpumesh.compiler.registry import Host, HostEndpoint, is_http
-from dpumesh.compiler.views import SourceClass, destination_rule_for
+from dpumesh.compiler.views import View, destination_rule_for
 from dpumesh.state.model import IstioObject
 
 PASSTHROUGH = "PassthroughCluster"
@@ -64,6 +64,14 @@ class ClusterKey:
 
 
 class ClusterCatalog:
+    @classmethod
+    def shared(cls, ctx: CompileContext) -> ClusterCatalog:
+        """The catalog of the whole state: a cluster is the same on every node, so it is built once."""
+        key = ("cluster-catalog",)
+        if key not in ctx.memo:
+            ctx.memo[key] = cls(ctx)
+        return ctx.memo[key]
+
     def __init__(self, ctx: CompileContext):
         self.ctx = ctx
         self.clusters: dict[str, dict[str, Any]] = {}
@@ -72,7 +80,7 @@ class ClusterCatalog:
         self._validated: set[str] = set()
 
     # -- naming ---------------------------------------------------------------------------
-    def ref(self, cls: SourceClass, dest: dict[str, Any], listener_port: int, vs: IstioObject | None) -> str:
+    def ref(self, cls: View, dest: dict[str, Any], listener_port: int, vs: IstioObject | None) -> str:
         """The cluster name for a route destination, as seen by `cls`."""
         ns = vs.meta.namespace if vs is not None else cls.namespace
         fqdn = self.ctx.registry.resolve(str(dest.get("host")), ns)
@@ -86,7 +94,7 @@ class ClusterCatalog:
             return istio_name(port, subset, fqdn)
         return self.cluster_for(cls, host, port, subset)
 
-    def cluster_for(self, cls: SourceClass, host: Host, port: int, subset: str = "") -> str:
+    def cluster_for(self, cls: View, host: Host, port: int, subset: str = "") -> str:
         dr = destination_rule_for(self.ctx, cls.namespace, host)
         if subset and not _find_subset(dr, subset):
             # Undefined subset → 503, like Istio: a name no cluster has, even where another
@@ -116,7 +124,7 @@ class ClusterCatalog:
         return name
 
     # -- building -------------------------------------------------------------------------
-    def build(self, cls: SourceClass, host: Host, port: int, subset: str, dr: IstioObject | None) -> dict[str, Any]:
+    def build(self, cls: View, host: Host, port: int, subset: str, dr: IstioObject | None) -> dict[str, Any]:
         hp = host.ports[port]
         policy = effective_policy(dr, subset, port)
         endpoints = hp.endpoints

@@ -32,6 +32,9 @@ class CompileContext:
     diag: Diagnostics
     registry: ServiceRegistry
     parity: dict[str, dict[ParityEntry, None]] = field(default_factory=dict)
+    # Outbound features are noted per source class (every pod of a class shares its outbound view).
+    class_parity: dict[ParityEntry, list[frozenset[str]]] = field(default_factory=dict)
+    class_pods: dict[str, list[str]] = field(default_factory=dict)  # class name → pod keys
     only_pod: str = ""  # "ns/name": compile the sidecar-equivalent config of that one pod
     memo: dict[tuple, Any] = field(default_factory=dict)  # lookups asked once per (client namespace, host)
     local_pods: list[Pod] = field(init=False)
@@ -49,6 +52,9 @@ class CompileContext:
         for pod in pods:
             entries = self.parity.setdefault(pod.meta.key, {})
             entries.setdefault(entry, None)  # a dict keeps the order of first mention, without repeats
+
+    def note_classes(self, classes: frozenset[str], feature: str, status: str, detail: str = "") -> None:
+        self.class_parity.setdefault(ParityEntry(feature, status, detail), []).append(classes)
 
     def identity(self, namespace: str, service_account: str) -> str:
         return self.mesh.spiffe(namespace, service_account)

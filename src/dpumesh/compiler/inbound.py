@@ -71,22 +71,30 @@ class PortChains:
 def declared_ports(ctx: CompileContext, pod: Pod) -> dict[int, str]:
     """{pod port: protocol} for every Service port that has the pod as an endpoint (first Service wins)."""
     ports: dict[int, tuple[str, str]] = {}
-    for host in ctx.registry.hosts.values():
-        if host.kind != "Service":
-            continue
-        for hp in host.ports.values():
-            for endpoint in hp.endpoints:
-                if endpoint.pod is not pod and endpoint.address != pod.ip:
-                    continue
-                seen = ports.setdefault(endpoint.port, (hp.protocol, host.source))
-                if _family(seen[0]) != _family(hp.protocol):
-                    kind, namespace, name = "Service", *host.source.split("/", 1)
-                    ctx.diag.warn(
-                        kind, namespace, name, f"spec.ports[{hp.name or hp.number}]",
-                        f"pod {pod.meta.key} port {endpoint.port} is {seen[0]} for {seen[1]}; "
-                        f"that protocol is used",
-                    )  # fmt: skip
+    for host, hp, endpoint in _service_endpoints_by_address(ctx).get(pod.ip, []):
+        seen = ports.setdefault(endpoint.port, (hp.protocol, host.source))
+        if _family(seen[0]) != _family(hp.protocol):
+            kind, namespace, name = "Service", *host.source.split("/", 1)
+            ctx.diag.warn(
+                kind, namespace, name, f"spec.ports[{hp.name or hp.number}]",
+                f"pod {pod.meta.key} port {endpoint.port} is {seen[0]} for {seen[1]}; "
+                f"that protocol is used",
+            )  # fmt: skip
     return {port: protocol for port, (protocol, _) in sorted(ports.items())}
+
+
+def _service_endpoints_by_address(ctx: CompileContext) -> dict[str, list]:
+    """Pod IP → (host, port, endpoint) of every Service endpoint, in registry order (built once per state)."""
+    key = ("service-endpoints-by-address",)
+    if key not in ctx.memo:
+        index: dict[str, list] = {}
+        for host in ctx.registry.hosts.values():
+            if host.kind == "Service":
+                for hp in host.ports.values():
+                    for endpoint in hp.endpoints:
+                        index.setdefault(endpoint.address, []).append((host, hp, endpoint))
+        ctx.memo[key] = index
+    return ctx.memo[key]
 
 
 def _family(protocol: str) -> str:
@@ -100,6 +108,7 @@ class InboundBuilder:
         self.authz = AuthorizationPolicies(ctx)
         self.chains: list[dict[str, Any]] = []
         self.cluster_names: set[str] = set()
+        self._rejecting = False  # the reject chain is added once
 
     # -- filters ----------------------------------------------------------------------------
     def http_filters(self, pod: Pod, port: int, protocol: str) -> list[dict[str, Any]]:
@@ -184,8 +193,9 @@ class InboundBuilder:
 
     def reject_chain(self) -> None:
         """Closes the connection at once: plaintext to a STRICT port, like a sidecar that has no chain for it."""
-        if any(c["name"] == REJECT_CHAIN for c in self.chains):
+        if self._rejecting:
             return
+        self._rejecting = True
         proxy = typed(
             "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
             stat_prefix="inbound_plaintext_rejected",

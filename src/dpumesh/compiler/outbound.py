@@ -1,12 +1,24 @@
-"""The outbound listener: one filter-chain tree per source class.
+"""The outbound listener, shared by every source class of the node.
 
-The listener's matcher picks the class by source pod IP, then the chain by
-destination port and IP — the decisions a sidecar makes for its own pod,
-made here per class of identical pods.
+A sidecar decides per pod what a host means (visibility, VirtualService,
+DestinationRule, sourceLabels). Here one listener serves every class: a listener
+filter stores the source pod's class and certificate in the connection's filter
+state, chains and route tables are shared, and only where classes really differ
+does the config split them — by source IP in the chain matcher (TCP), or by a
+`filter_state` condition on the routes (HTTP). Most hosts look the same to every
+class, so the config grows with classes + hosts, not classes times hosts.
+
+The route and chain of one host for one `View` are built once per state and reused
+by every node (`ctx.memo`); a node only assembles them.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from dpumesh.compiler import tls
@@ -14,12 +26,24 @@ from dpumesh.compiler.clusters import BLACKHOLE, PASSTHROUGH, ClusterCatalog
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.registry import Host, is_http
 from dpumesh.compiler.routes import RouteBuilder, default_route
-from dpumesh.compiler.views import SourceClass, virtual_service_for, visible_hosts
+from dpumesh.compiler.views import (
+    ANY_NAMESPACE,
+    SourceClass,
+    View,
+    host_dependence,
+    sees,
+    view_of,
+    virtual_service_for,
+)
 
 INPUT = "envoy.extensions.matching.common_inputs.network.v3."
+CLASS_KEY = "dpumesh.source_class"  # filter state: the source pod's class, read by gated routes
+CATCH_ALL = {"prefix": "/"}
 
 
+@functools.lru_cache(maxsize=65536)
 def _action(chain: str) -> dict[str, Any]:
+    """The on_match selecting a chain (one shared object per name: `by_source` groups by identity)."""
     return {"action": {"name": chain, "typed_config": typed("google.protobuf.StringValue", value=chain)}}
 
 
@@ -28,63 +52,125 @@ def _input(kind: str) -> dict[str, Any]:
 
 
 def tcp_proxy_chain(name: str, stat: str, cluster: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "filters": [
-            {
-                "name": "envoy.filters.network.tcp_proxy",
-                "typed_config": typed(
-                    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", stat_prefix=stat, cluster=cluster
-                ),
-            }
-        ],
-    }
+    return _tcp_proxy(name, stat_prefix=stat, cluster=cluster)
 
 
-def domains_for(host: Host, port: int, client_ns: str) -> list[str]:
-    """Every name a client in `client_ns` may use for the host, with and without the port."""
+def _tcp_proxy(name: str, **config: Any) -> dict[str, Any]:
+    proxy = typed("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", **config)
+    return {"name": name, "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
+
+
+def host_domains(host: Host, port: int) -> list[str]:
+    """The names every client namespace may use for the host, with and without the port."""
     names = [host.fqdn]
     if host.kind == "Service":
         base = f"{host.short_name}.{host.namespace}"
         names += [f"{base}.svc", base]
-        if client_ns == host.namespace:
-            names.append(host.short_name)
     names += host.vips
     return [d for name in names for d in (name, f"{name}:{port}")]
+
+
+def short_domains(host: Host, port: int) -> list[str]:
+    """The names only clients in the host's own namespace may use."""
+    return [host.short_name, f"{host.short_name}:{port}"] if host.kind == "Service" else []
+
+
+def view_suffix(view: View) -> str:
+    if view.namespace == ANY_NAMESPACE and not view.source_matches:
+        return ""
+    digest = ""
+    if view.source_matches:
+        digest = "~" + hashlib.sha256(json.dumps(sorted(view.source_matches)).encode()).hexdigest()[:8]
+    return f"~{view.namespace or '*'}{digest}"
+
+
+@dataclass(frozen=True)
+class Built:
+    """One host's routes (or chain) for one View, with the clusters it names and its parity notes."""
+
+    value: Any
+    clusters: tuple[str, ...]
+    notes: tuple[tuple[str, str], ...]
+
+
+class _Recorder:
+    """Builds for a View while recording every cluster named and every parity note."""
+
+    def __init__(self, catalog: ClusterCatalog, view: View):
+        self.catalog, self.view = catalog, view
+        self.clusters: list[str] = []
+        self.notes: list[tuple[str, str]] = []
+
+    def ref(self, dest: dict[str, Any], port: int, vs) -> str:
+        name = self.catalog.ref(self.view, dest, port, vs)
+        self.clusters.append(name)
+        return name
+
+    def cluster_for(self, host: Host, port: int) -> str:
+        name = self.catalog.cluster_for(self.view, host, port)
+        self.clusters.append(name)
+        return name
+
+    def note(self, feature: str) -> None:
+        self.notes.append((feature, "kept"))
+
+    def built(self, value: Any) -> Built:
+        return Built(value, tuple(dict.fromkeys(self.clusters)), tuple(dict.fromkeys(self.notes)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _gate(names: tuple[str, ...]) -> dict[str, Any]:
+    if len(names) == 1:
+        return {"key": CLASS_KEY, "string_match": {"exact": names[0]}}
+    return {"key": CLASS_KEY, "string_match": {"safe_regex": {"regex": "|".join(re.escape(n) for n in names)}}}
+
+
+def _class_gate(classes: list[SourceClass]) -> dict[str, Any]:
+    return _gate(tuple(c.name for c in classes))
+
+
+def _gated(route: dict[str, Any], classes: list[SourceClass], **extra: Any) -> dict[str, Any]:
+    return {**route, "match": {**route["match"], "filter_state": _class_gate(classes), **extra}}
+
+
+def _terminal(routes: list[dict[str, Any]]) -> bool:
+    """Whether the last route catches every request (so no request falls through to later routes)."""
+    return bool(routes) and routes[-1]["match"] == CATCH_ALL
 
 
 class OutboundBuilder:
     def __init__(self, ctx: CompileContext, catalog: ClusterCatalog):
         self.ctx = ctx
         self.catalog = catalog
-        self.chains: list[dict[str, Any]] = []
-        self._chain_names: set[str] = set()
+        self.chains: dict[str, dict[str, Any]] = {}
+        self.used_clusters: dict[str, None] = {}
+        self.classes: list[SourceClass] = []
+        self._plain: list[SourceClass] = []
+        self._scoped: list[SourceClass] = []
+        self._namespaces: set[str] = set()
 
-    def _add_chain(self, chain: dict[str, Any]) -> None:
-        if chain["name"] not in self._chain_names:
-            self._chain_names.add(chain["name"])
-            self.chains.append(chain)
-
-    def passthrough_cluster(self, cls: SourceClass) -> str:
-        return PASSTHROUGH if cls.outbound_policy == "ALLOW_ANY" else BLACKHOLE
-
+    # -- the listener ---------------------------------------------------------------------
     def build(self, classes: list[SourceClass]) -> dict[str, Any]:
-        range_matchers = []
-        for cls in classes:
-            tree = self.class_tree(cls)
-            range_matchers.append(
-                {
-                    "ranges": [{"address_prefix": ip, "prefix_len": 32} for ip in cls.ips],
-                    "on_match": {"matcher": tree},
-                }
-            )
-        fallback = tcp_proxy_chain("passthrough", "PassthroughCluster", PASSTHROUGH)
-        self._add_chain(fallback)
-        listener: dict[str, Any] = {
+        self.classes = classes
+        self._plain = [c for c in classes if not c.egress_scoped]
+        self._scoped = [c for c in classes if c.egress_scoped]
+        self._namespaces = {c.namespace for c in classes}
+        self._add_chain(tcp_proxy_chain("passthrough", "PassthroughCluster", PASSTHROUGH))
+        self._add_chain(tcp_proxy_chain("blackhole", "BlackHoleCluster", BLACKHOLE))
+        port_map = {str(port): self.port_entry(port, hosts) for port, hosts in self.hosts_by_port().items()}
+        fallback = self.by_source({c.name: self.passthrough(c) for c in classes})
+        matcher: dict[str, Any] = {"on_no_match": fallback}
+        if port_map:
+            matcher = {
+                "matcher_tree": {"input": _input("DestinationPortInput"), "exact_match_map": {"map": port_map}},
+                "on_no_match": fallback,
+            }
+        return {
             "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
             "name": "outbound",
             "address": {"socket_address": {"address": "0.0.0.0", "port_value": self.ctx.mesh.proxy.outbound_port}},
             "transparent": True,
+            "metadata": {"filter_metadata": {"dpumesh": {"source_classes": {c.name: c.ips for c in classes}}}},
             # original_dst marks the TPROXYed destination as restored: ORIGINAL_DST clusters
             # (passthrough, resolution NONE) connect only to a restored destination.
             "listener_filters": [
@@ -96,187 +182,249 @@ class OutboundBuilder:
                     "name": "envoy.filters.listener.tls_inspector",
                     "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
                 },
+                tls.source_filter(
+                    self.ctx,
+                    CLASS_KEY,
+                    {p.ip: c.name for c in classes for p in c.pods},
+                    [p for c in classes for p in c.pods],
+                ),
             ],
-            "filter_chains": self.chains,
+            "filter_chains": list(self.chains.values()),
+            "filter_chain_matcher": matcher,
         }
-        matcher: dict[str, Any] = {"on_no_match": _action("passthrough")}
-        if range_matchers:
-            matcher["matcher_tree"] = {
-                "input": _input("SourceIPInput"),
-                "custom_match": {
-                    "name": "source-class",
-                    "typed_config": typed("xds.type.matcher.v3.IPMatcher", range_matchers=range_matchers),
-                },
+
+    def _add_chain(self, chain: dict[str, Any]) -> str:
+        self.chains.setdefault(chain["name"], chain)
+        return chain["name"]
+
+    def _use(self, built: Built, classes: list[SourceClass]) -> Any:
+        self.used_clusters.update(dict.fromkeys(built.clusters))
+        if built.notes:
+            group = frozenset(c.name for c in classes)
+            for feature, status in built.notes:
+                self.ctx.note_classes(group, feature, status)
+        return built.value
+
+    def passthrough(self, cls: SourceClass) -> dict[str, Any]:
+        return _action("passthrough" if cls.outbound_policy == "ALLOW_ANY" else "blackhole")
+
+    def by_source(self, per_class: dict[str, dict[str, Any]], others: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One on_match for every class, split by source IP only where the classes differ.
+
+        `others` is what sources outside `per_class` get; when None, the largest group takes them.
+        """
+        groups: dict[Any, tuple[dict[str, Any], list[str]]] = {}
+        for name, on_match in per_class.items():
+            key = id(on_match) if "action" in on_match else json.dumps(on_match, sort_keys=True)
+            groups.setdefault(key, (on_match, []))[1].append(name)
+        ordered = sorted(groups.values(), key=lambda g: (-len(g[1]), g[1][0]))
+        if others is None:
+            if not ordered:
+                return _action("passthrough")
+            others = ordered.pop(0)[0]
+        ordered = [g for g in ordered if g[0] is not others and g[0] != others]
+        if not ordered:
+            return others
+        ips = {c.name: c.ips for c in self.classes}
+        ranges = [
+            {
+                "ranges": [{"address_prefix": ip, "prefix_len": 32} for name in names for ip in ips[name]],
+                "on_match": on_match,
             }
-        listener["filter_chain_matcher"] = matcher
-        return listener
+            for on_match, names in ordered
+        ]
+        return {
+            "matcher": {
+                "matcher_tree": {
+                    "input": _input("SourceIPInput"),
+                    "custom_match": {
+                        "name": "source-class",
+                        "typed_config": typed("xds.type.matcher.v3.IPMatcher", range_matchers=ranges),
+                    },
+                },
+                "on_no_match": others,
+            }
+        }
 
-    def class_tree(self, cls: SourceClass) -> dict[str, Any]:
-        first_chain = len(self.chains)
-        tree = self._class_matcher(cls)
-        # Every chain of the class may originate Istio mTLS: it names the source pod's certificate first.
-        identity = tls.identity_filter(self.ctx, cls.pods)
-        for chain in self.chains[first_chain:]:
-            if not chain["name"].endswith("~passthrough"):
-                chain["filters"].insert(0, identity)
-        return tree
+    # -- which classes see which hosts ------------------------------------------------------
+    def hosts_by_port(self) -> dict[int, list[tuple[Host, list[SourceClass]]]]:
+        key = ("hosts-by-port",)
+        if key not in self.ctx.memo:
+            by_port: dict[int, list[Host]] = {}
+            for host in sorted(self.ctx.registry.hosts.values(), key=lambda h: h.fqdn):
+                for port in host.ports:
+                    by_port.setdefault(port, []).append(host)
+            self.ctx.memo[key] = dict(sorted(by_port.items()))
+        out: dict[int, list[tuple[Host, list[SourceClass]]]] = {}
+        for port, hosts in self.ctx.memo[key].items():
+            seen = [(h, s) for h in hosts if (s := self.seen_by(h))]
+            if seen:
+                out[port] = seen
+        return out
 
-    def _class_matcher(self, cls: SourceClass) -> dict[str, Any]:
-        hosts = visible_hosts(self.ctx, cls)
-        by_port: dict[int, list[Host]] = {}
-        for host in hosts:
-            for port in host.ports:
-                by_port.setdefault(port, []).append(host)
-        default_chain = f"{cls.name}~passthrough"
-        self._add_chain(tcp_proxy_chain(default_chain, self.passthrough_cluster(cls), self.passthrough_cluster(cls)))
-        port_map = {}
-        for port, port_hosts in sorted(by_port.items()):
-            port_map[str(port)] = self.port_entry(cls, port, port_hosts, default_chain)
-        tree: dict[str, Any] = {"on_no_match": _action(default_chain)}
-        if port_map:
-            tree["matcher_tree"] = {"input": _input("DestinationPortInput"), "exact_match_map": {"map": port_map}}
-        return tree
+    def seen_by(self, host: Host) -> list[SourceClass]:
+        if host.export_to in ([], ["*"]):
+            plain = self._plain
+        else:
+            plain = [c for c in self._plain if host.visible_to(c.namespace)]
+        if not self._scoped:
+            return plain
+        scoped = [c for c in self._scoped if sees(self.ctx, c, host)]
+        return sorted(plain + scoped, key=lambda c: c.name) if scoped else plain
 
-    def port_entry(self, cls: SourceClass, port: int, hosts: list[Host], default_chain: str) -> dict[str, Any]:
+    def views(self, host: Host, classes: list[SourceClass]) -> dict[View, list[SourceClass]]:
+        dep = host_dependence(self.ctx, host)
+        if dep.namespaces is not None and not dep.source_ids and dep.namespaces.isdisjoint(self._namespaces):
+            return {View(ANY_NAMESPACE): classes}  # the common case: no class here sees the host its own way
+        groups: dict[View, list[SourceClass]] = {}
+        for cls in classes:
+            groups.setdefault(view_of(self.ctx, cls, host), []).append(cls)
+        return groups
+
+    # -- one destination port -------------------------------------------------------------
+    def port_entry(self, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> dict[str, Any]:
         """Destination IP first (VIPs, headless pod IPs), then TLS SNI, then the port's HTTP chain."""
-        http_hosts = [h for h in hosts if is_http(h.ports[port].protocol)]
-        other = [h for h in hosts if not is_http(h.ports[port].protocol)]
-        fallback = _action(self.http_chain(cls, port, http_hosts)) if http_hosts else _action(default_chain)
+        http_hosts = [(h, s) for h, s in hosts if is_http(h.ports[port].protocol)]
+        other = [(h, s) for h, s in hosts if not is_http(h.ports[port].protocol)]
+        http_classes = {c.name for _, seen in http_hosts for c in seen}
+        http_chain = self.http_chain(port, http_hosts, http_classes) if http_hosts else ""
+        sni_hosts = [(h, s) for h, s in other if h.ports[port].protocol == "TLS"]
+        rest: dict[str, dict[str, Any]] = {}
+        for cls in self.classes:
+            fallback = _action(http_chain) if cls.name in http_classes else self.passthrough(cls)
+            sni_map = self.sni_map(cls, port, sni_hosts) if sni_hosts else {}
+            rest[cls.name] = fallback
+            if sni_map:
+                rest[cls.name] = {
+                    "matcher": {
+                        "matcher_tree": {"input": _input("ServerNameInput"), "exact_match_map": {"map": sni_map}},
+                        "on_no_match": fallback,
+                    }
+                }
+        port_rest = self.by_source(rest)
         ip_map: dict[str, Any] = {}
-        sni_map: dict[str, Any] = {}
-        for host in other:
+        for host, seen in other:
             addresses = [v for v in host.vips if "/" not in v]
             if not addresses and host.resolution == "NONE":
                 addresses = sorted({e.address for e in host.ports[port].endpoints})  # headless: per pod IP
-            if addresses:
-                chain = self.tcp_chain(cls, port, host)
+            if not addresses:
+                continue
+            views = self.views(host, seen)
+            if len(views) == 1 and len(seen) == len(self.classes):
+                [(view, group)] = views.items()
+                on_match = _action(self.tcp_chain(view, port, host, group))
                 for address in addresses:
-                    ip_map.setdefault(address, _action(chain))
-            elif host.ports[port].protocol == "TLS":
-                sni_map[host.fqdn] = _action(self.tcp_chain(cls, port, host))
-        for sni, chain in self.tls_routes(cls, port, other).items():
-            sni_map[sni] = _action(chain)
-        if sni_map:
-            fallback = {
-                "matcher": {
-                    "matcher_tree": {"input": _input("ServerNameInput"), "exact_match_map": {"map": sni_map}},
-                    "on_no_match": fallback,
-                }
+                    ip_map.setdefault(address, on_match)
+                continue
+            per_class = {
+                cls.name: _action(self.tcp_chain(view, port, host, group))
+                for view, group in views.items()
+                for cls in group
             }
+            if len(seen) < len(self.classes):
+                per_class.update({c.name: rest[c.name] for c in self.classes if c.name not in per_class})
+            on_match = self.by_source(per_class)
+            for address in addresses:
+                ip_map.setdefault(address, on_match)
         if not ip_map:
-            return fallback
+            return port_rest
         return {
             "matcher": {
                 "matcher_tree": {"input": _input("DestinationIPInput"), "exact_match_map": {"map": ip_map}},
-                "on_no_match": fallback,
+                "on_no_match": port_rest,
             }
         }
-
-    def tls_routes(self, cls: SourceClass, port: int, hosts: list[Host]) -> dict[str, str]:
-        """VirtualService `tls` routes: SNI → chain, for TLS hosts on this port."""
-        out: dict[str, str] = {}
-        for host in hosts:
-            if host.ports[port].protocol != "TLS":
-                continue
-            vs = virtual_service_for(self.ctx, cls.namespace, host)
-            for ri, route in enumerate((vs.spec.get("tls") or []) if vs else []):
-                builder = RouteBuilder(self.ctx.diag, vs)
-                for mi, match in enumerate((route or {}).get("match") or []):
-                    if not self._l4_match_applies(cls, vs, f"tls{ri}", mi, match, port):
-                        continue
-                    dests = builder.destinations(f"spec.tls[{ri}].route", route)
-                    if not dests:
-                        continue
-                    name = f"{cls.name}~tls~{vs.meta.key}~{ri}_{port}"
-                    weighted = [
-                        {"name": self.catalog.ref(cls, d["destination"], port, vs), "weight": d["weight"]}
-                        for d in dests
-                        if d["weight"]
-                    ]
-                    if name not in self._chain_names:
-                        self._add_chain(self._weighted_tcp_chain(name, f"outbound|{port}||{host.fqdn}", weighted))
-                    for sni in match.get("sniHosts") or []:
-                        out.setdefault(self.ctx.registry.resolve(sni, vs.meta.namespace), name)
-                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} tls[{ri}]", "kept")
-        return out
 
     # -- TCP / TLS ------------------------------------------------------------------------
-    def tcp_chain(self, cls: SourceClass, port: int, host: Host) -> str:
-        name = f"{cls.name}~{host.vips[0] if host.vips else host.fqdn}_{port}"
-        vs = virtual_service_for(self.ctx, cls.namespace, host)
-        cluster = self.catalog.cluster_for(cls, host, port)
-        routes = (vs.spec.get("tcp") or []) if vs else []
-        for ri, route in enumerate(routes):
-            matches = (route or {}).get("match") or [{}]
-            if any(self._l4_match_applies(cls, vs, f"tcp{ri}", mi, m, port) for mi, m in enumerate(matches)):
-                dests = RouteBuilder(self.ctx.diag, vs).destinations(f"spec.tcp[{ri}].route", route)
+    def sni_map(self, cls: SourceClass, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for host, seen in hosts:
+            if all(c.name != cls.name for c in seen):
+                continue
+            view = view_of(self.ctx, cls, host)
+            if not [v for v in host.vips if "/" not in v]:
+                out.setdefault(host.fqdn, _action(self.tcp_chain(view, port, host, [cls])))
+            for sni, chain in self._use(self._tls_routes(view, port, host), [cls]):
+                self._add_chain(chain)
+                out.setdefault(sni, _action(chain["name"]))
+        return out
+
+    def _tls_routes(self, view: View, port: int, host: Host) -> Built:
+        """VirtualService `tls` routes of one TLS host: (SNI, chain) pairs."""
+        key = ("tls-routes", port, host.fqdn, view)
+        if key in self.ctx.memo:
+            return self.ctx.memo[key]
+        rec = _Recorder(self.catalog, view)
+        out: list[tuple[str, dict[str, Any]]] = []
+        vs = virtual_service_for(self.ctx, view.namespace, host)
+        for ri, route in enumerate((vs.spec.get("tls") or []) if vs else []):
+            for mi, match in enumerate((route or {}).get("match") or []):
+                if not _l4_match_applies(view, vs, f"tls{ri}", mi, match, port):
+                    continue
+                dests = RouteBuilder(self.ctx.diag, vs).destinations(f"spec.tls[{ri}].route", route)
                 if not dests:
-                    break
-                if len(dests) == 1:
-                    cluster = self.catalog.ref(cls, dests[0]["destination"], port, vs)
-                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} tcp[{ri}]", "kept")
-                else:
-                    weighted = [
-                        {"name": self.catalog.ref(cls, d["destination"], port, vs), "weight": d["weight"]}
-                        for d in dests
-                        if d["weight"]
-                    ]
-                    self._add_chain(self._weighted_tcp_chain(name, f"outbound|{port}||{host.fqdn}", weighted))
-                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} tcp[{ri}] weights", "kept")
-                    return name
+                    continue
+                weighted = [{"name": rec.ref(d["destination"], port, vs), "weight": d["weight"]} for d in dests]
+                name = f"tls~{vs.meta.key}~{ri}_{port}{view_suffix(view)}"
+                chain = _tcp_proxy(
+                    name,
+                    stat_prefix=f"outbound|{port}||{host.fqdn}",
+                    weighted_clusters={"clusters": [w for w in weighted if w["weight"]]},
+                )
+                for sni in match.get("sniHosts") or []:
+                    out.append((self.ctx.registry.resolve(sni, vs.meta.namespace), chain))
+                rec.note(f"VirtualService/{vs.meta.key} tls[{ri}]")
+        self.ctx.memo[key] = built = rec.built(out)
+        return built
+
+    def tcp_chain(self, view: View, port: int, host: Host, classes: list[SourceClass]) -> str:
+        key = ("tcp-chain", port, host.fqdn, view)
+        if key not in self.ctx.memo:
+            self.ctx.memo[key] = self._build_tcp_chain(view, port, host)
+        return self._add_chain(self._use(self.ctx.memo[key], classes))
+
+    def _build_tcp_chain(self, view: View, port: int, host: Host) -> Built:
+        rec = _Recorder(self.catalog, view)
+        name = f"{host.vips[0] if host.vips else host.fqdn}_{port}{view_suffix(view)}"
+        stat = f"outbound|{port}||{host.fqdn}"
+        vs = virtual_service_for(self.ctx, view.namespace, host)
+        for ri, route in enumerate((vs.spec.get("tcp") or []) if vs else []):
+            matches = (route or {}).get("match") or [{}]
+            if not any(_l4_match_applies(view, vs, f"tcp{ri}", mi, m, port) for mi, m in enumerate(matches)):
+                continue
+            dests = RouteBuilder(self.ctx.diag, vs).destinations(f"spec.tcp[{ri}].route", route)
+            if not dests:
                 break
-        self._add_chain(tcp_proxy_chain(name, f"outbound|{port}||{host.fqdn}", cluster))
-        return name
-
-    def _weighted_tcp_chain(self, name: str, stat: str, weighted: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "name": name,
-            "filters": [
-                {
-                    "name": "envoy.filters.network.tcp_proxy",
-                    "typed_config": typed(
-                        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                        stat_prefix=stat,
-                        weighted_clusters={"clusters": weighted},
-                    ),
-                }
-            ],
-        }
-
-    def _l4_match_applies(self, cls, vs, section: str, mi: int, match: dict[str, Any], port: int) -> bool:
-        if not isinstance(match, dict):
-            return False
-        if "port" in match and match["port"] != port:
-            return False
-        if "sourceLabels" in match and f"{vs.meta.key}/{section}/{mi}" not in cls.source_matches:
-            return False
-        return not ("sourceNamespace" in match and match["sourceNamespace"] != cls.namespace)
+            if len(dests) == 1:
+                rec.note(f"VirtualService/{vs.meta.key} tcp[{ri}]")
+                return rec.built(tcp_proxy_chain(name, stat, rec.ref(dests[0]["destination"], port, vs)))
+            weighted = [{"name": rec.ref(d["destination"], port, vs), "weight": d["weight"]} for d in dests]
+            rec.note(f"VirtualService/{vs.meta.key} tcp[{ri}] weights")
+            return rec.built(
+                _tcp_proxy(name, stat_prefix=stat, weighted_clusters={"clusters": [w for w in weighted if w["weight"]]})
+            )
+        return rec.built(tcp_proxy_chain(name, stat, rec.cluster_for(host, port)))
 
     # -- HTTP -----------------------------------------------------------------------------
-    def http_chain(self, cls: SourceClass, port: int, hosts: list[Host]) -> str:
-        name = f"{cls.name}~0.0.0.0_{port}"
+    def http_chain(self, port: int, hosts: list[tuple[Host, list[SourceClass]]], http_classes: set[str]) -> str:
+        """One HTTP chain and route table for the port, shared by every class that has HTTP hosts on it."""
+        users = [c for c in self.classes if c.name in http_classes]
+        claims: dict[str, list[tuple[Host, str]]] = {}  # domain → (host, the only namespace allowed or "")
+        for host, _ in hosts:
+            for domain in host_domains(host, port):
+                claims.setdefault(domain, []).append((host, ""))
+            for domain in short_domains(host, port):
+                claims.setdefault(domain, []).append((host, host.namespace))
+        contested = {d for d, owners in claims.items() if len(owners) > 1}
         vhosts = []
-        seen_domains: set[str] = set()
-        for host in hosts:
-            domains = [d for d in domains_for(host, port, cls.namespace) if d not in seen_domains]
-            seen_domains.update(domains)
-            vhosts.append(
-                {"name": f"{host.fqdn}:{port}", "domains": domains, "routes": self.host_routes(cls, port, host)}
-            )
-        if cls.outbound_policy == "ALLOW_ANY":
-            fallback = {"name": "allow_any", "domains": ["*"], "routes": [default_route(PASSTHROUGH)]}
-            fallback["routes"][0]["name"] = "allow_any"
-            del fallback["routes"][0]["route"]["retry_policy"]
-        else:
-            fallback = {
-                "name": "block_all",
-                "domains": ["*"],
-                "routes": [{"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}],
-            }
-        vhosts.append(fallback)
-        for vh in vhosts:
-            for route in vh["routes"]:
-                self._add_hash_policy(route)
+        for host, seen in hosts:
+            domains = [d for d in host_domains(host, port) if d not in contested]
+            short = [d for d in short_domains(host, port) if d not in contested]
+            if domains or short:
+                vhosts.append(self.host_vhost(port, host, seen, users, domains, short))
+        vhosts += self.contested_vhosts(port, {d: claims[d] for d in sorted(contested)}, hosts, users)
+        vhosts.append(self.unknown_host_vhost(users))
+        name = f"0.0.0.0_{port}"
         hcm = typed(
             "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             stat_prefix=f"outbound_0.0.0.0_{port}",
@@ -303,10 +451,124 @@ class OutboundBuilder:
                 )
             },
         )
-        self._add_chain(
+        return self._add_chain(
             {"name": name, "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         )
-        return name
+
+    def fallback_routes(self, classes: list[SourceClass], **extra: Any) -> list[dict[str, Any]]:
+        """What classes that do not know a host get for it: Istio's allow_any or block_all, gated."""
+        out = []
+        for policy in ("ALLOW_ANY", "REGISTRY_ONLY"):
+            group = [c for c in classes if (c.outbound_policy == "ALLOW_ANY") == (policy == "ALLOW_ANY")]
+            if group:
+                out.append(_gated(_unknown_host_route(policy), group, **extra))
+        return out
+
+    def host_vhost(self, port, host, seen, users, domains, short) -> dict[str, Any]:
+        seen_names = {c.name for c in seen}
+        routes = self.fallback_routes([c for c in users if c.name not in seen_names])
+        if short:
+            # The short name resolves only in the host's namespace; other classes treat it as an unknown host.
+            strangers = [c for c in seen if c.namespace != host.namespace]
+            authority = {
+                "name": ":authority",
+                "string_match": {"safe_regex": {"regex": "|".join(map(re.escape, short))}},
+            }
+            routes += self.fallback_routes(strangers, headers=[authority])
+        per_view = [
+            (self.http_routes(view, port, host, group), group) for view, group in self.views(host, seen).items()
+        ]
+        routes += self.assemble(per_view, ungated_last=True)
+        return {"name": f"{host.fqdn}:{port}", "domains": domains + short, "routes": routes}
+
+    def assemble(self, per_view: list[tuple[list[dict], list[SourceClass]]], ungated_last: bool) -> list[dict]:
+        """Each group's routes gated by its classes; the largest group ungated last when that is safe."""
+        per_view = sorted(per_view, key=lambda x: (-len(x[1]), x[1][0].name))
+        last = None
+        if ungated_last and all(_terminal(r) for r, _ in per_view[1:]):
+            last = per_view.pop(0)
+        routes = [_gated(r, group) for group_routes, group in per_view for r in group_routes]
+        return routes + list(last[0]) if last else routes
+
+    def contested_vhosts(self, port, contested, hosts, users) -> list[dict[str, Any]]:
+        """Names several hosts claim (two namespaces' short names, a shared VIP): each class gets its first."""
+        seen_by = {h.fqdn: {c.name for c in s} for h, s in hosts}
+        by_signature: dict[tuple, tuple[list[str], dict]] = {}
+        for domain, owners in contested.items():
+            choice = {}
+            for cls in users:
+                for host, only_ns in owners:
+                    if cls.name in seen_by[host.fqdn] and only_ns in ("", cls.namespace):
+                        choice[cls.name] = host
+                        break
+            signature = tuple(sorted((name, host.fqdn) for name, host in choice.items()))
+            by_signature.setdefault(signature, ([], choice))[0].append(domain)
+        vhosts = []
+        for domains, choice in by_signature.values():
+            per_host: dict[str, list[SourceClass]] = {}
+            for cls in users:
+                if cls.name in choice:
+                    per_host.setdefault(choice[cls.name].fqdn, []).append(cls)
+            routes = self.fallback_routes([c for c in users if c.name not in choice])
+            per_view = []
+            for fqdn, group in per_host.items():
+                host = self.ctx.registry.hosts[fqdn]
+                per_view += [(self.http_routes(v, port, host, g), g) for v, g in self.views(host, group).items()]
+            routes += self.assemble(per_view, ungated_last=False)
+            vhosts.append({"name": f"{domains[0]}~shared", "domains": domains, "routes": routes})
+        return vhosts
+
+    def unknown_host_vhost(self, users: list[SourceClass]) -> dict[str, Any]:
+        policies = {c.outbound_policy == "ALLOW_ANY" for c in users}
+        if len(policies) == 1:
+            policy = "ALLOW_ANY" if policies.pop() else "REGISTRY_ONLY"
+            routes = [_unknown_host_route(policy)]
+        else:
+            routes = self.fallback_routes(users)
+        return {
+            "name": "allow_any" if routes[0]["name"] == "allow_any" else "block_all",
+            "domains": ["*"],
+            "routes": routes,
+        }
+
+    def http_routes(self, view: View, port: int, host: Host, classes: list[SourceClass]) -> list[dict[str, Any]]:
+        key = ("http-routes", port, host.fqdn, view)
+        if key not in self.ctx.memo:
+            self.ctx.memo[key] = self._build_http_routes(view, port, host)
+        return self._use(self.ctx.memo[key], classes)
+
+    def _build_http_routes(self, view: View, port: int, host: Host) -> Built:
+        rec = _Recorder(self.catalog, view)
+        vs = virtual_service_for(self.ctx, view.namespace, host)
+        if vs is None or not vs.spec.get("http"):
+            routes = [default_route(rec.cluster_for(host, port))]
+        else:
+            builder = RouteBuilder(self.ctx.diag, vs)
+
+            def applies(ri: int):
+                def check(mi: int, match: dict[str, Any]) -> bool:
+                    if "port" in match and match["port"] != port:
+                        return False
+                    if "sourceLabels" in match and f"{vs.meta.key}/{ri}/{mi}" not in view.source_matches:
+                        return False
+                    if "sourceNamespace" in match and match["sourceNamespace"] != view.namespace:
+                        return False
+                    gateways = match.get("gateways")
+                    return not (gateways and "mesh" not in gateways)
+
+                return check
+
+            routes = []
+            for ri, route in enumerate(vs.spec.get("http") or []):
+                built = builder.http_route(ri, route, port, lambda d, p: rec.ref(d, p, vs), applies(ri))
+                routes.extend(built)
+                if built:
+                    for feature in _route_features(route):
+                        rec.note(f"VirtualService/{vs.meta.key} http[{ri}].{feature}")
+            rec.note(f"VirtualService/{vs.meta.key} -> {host.fqdn}")
+        for route in routes:
+            self._add_hash_policy(route)
+        return rec.built(routes)
 
     def _add_hash_policy(self, route: dict[str, Any]) -> None:
         action = route.get("route") or {}
@@ -317,37 +579,24 @@ class OutboundBuilder:
         if alt in self.catalog.hash_policies:
             action["hash_policy"] = self.catalog.hash_policies[alt]
 
-    def host_routes(self, cls: SourceClass, port: int, host: Host) -> list[dict[str, Any]]:
-        vs = virtual_service_for(self.ctx, cls.namespace, host)
-        if vs is None or not vs.spec.get("http"):
-            return [default_route(self.catalog.cluster_for(cls, host, port))]
-        builder = RouteBuilder(self.ctx.diag, vs)
 
-        def cluster_of(dest: dict[str, Any], listener_port: int) -> str:
-            return self.catalog.ref(cls, dest, listener_port, vs)
+@functools.lru_cache(maxsize=2)
+def _unknown_host_route(policy: str) -> dict[str, Any]:
+    if policy == "ALLOW_ANY":
+        route = default_route(PASSTHROUGH)
+        del route["route"]["retry_policy"]
+        return {**route, "name": "allow_any"}
+    return {"name": "block_all", "match": dict(CATCH_ALL), "direct_response": {"status": 502}}
 
-        def applies(ri: int):
-            def check(mi: int, match: dict[str, Any]) -> bool:
-                if "port" in match and match["port"] != port:
-                    return False
-                if "sourceLabels" in match and f"{vs.meta.key}/{ri}/{mi}" not in cls.source_matches:
-                    return False
-                if "sourceNamespace" in match and match["sourceNamespace"] != cls.namespace:
-                    return False
-                gateways = match.get("gateways")
-                return not (gateways and "mesh" not in gateways)
 
-            return check
-
-        routes = []
-        for ri, route in enumerate(vs.spec.get("http") or []):
-            built = builder.http_route(ri, route, port, cluster_of, applies(ri))
-            routes.extend(built)
-            if built:
-                for feature in _route_features(route):
-                    self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} http[{ri}].{feature}", "kept")
-        self.ctx.note(cls.pods, f"VirtualService/{vs.meta.key} -> {host.fqdn}", "kept")
-        return routes
+def _l4_match_applies(view: View, vs, section: str, mi: int, match: Any, port: int) -> bool:
+    if not isinstance(match, dict):
+        return False
+    if "port" in match and match["port"] != port:
+        return False
+    if "sourceLabels" in match and f"{vs.meta.key}/{section}/{mi}" not in view.source_matches:
+        return False
+    return not ("sourceNamespace" in match and match["sourceNamespace"] != view.namespace)
 
 
 def _route_features(route: Any) -> list[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from dpumesh.compiler.context import DIFFERENT, KEPT, UNSUPPORTED, CompileContext
+from dpumesh.compiler.context import DIFFERENT, KEPT, UNSUPPORTED, CompileContext, ParityEntry
+from dpumesh.compiler.views import SourceClass, sees
 from dpumesh.state.model import Meta, Pod
 
 
@@ -15,7 +17,7 @@ def _applies_to(meta: Meta, spec_selector: dict[str, Any] | None, pod: Pod, root
     return all(pod.labels.get(k) == str(v) for k, v in labels.items())
 
 
-def collect_general_notes(ctx: CompileContext) -> None:
+def collect_general_notes(ctx: CompileContext, classes: list[SourceClass]) -> None:
     """Notes that follow from the state rather than from a compiled route or policy."""
     pods = ctx.local_meshed_pods
     for meta in ctx.state.unsupported:
@@ -25,9 +27,8 @@ def collect_general_notes(ctx: CompileContext) -> None:
     for host in ctx.registry.hosts.values():
         for hp in host.ports.values():
             if not hp.explicit and host.kind == "Service":
-                users = [p for p in pods if host.visible_to(p.namespace)]
-                ctx.note(
-                    users,
+                ctx.note_classes(
+                    frozenset(c.name for c in classes if sees(ctx, c, host)),
                     f"protocol of {host.fqdn}:{hp.number}",
                     DIFFERENT,
                     "port has no protocol name/appProtocol: Istio sniffs HTTP, dpumesh treats it as TCP",
@@ -40,42 +41,104 @@ def collect_general_notes(ctx: CompileContext) -> None:
         if sc.spec.get("ingress"):
             affected = [p for p in pods if _applies_to(sc.meta, sc.spec.get("workloadSelector"), p, "")]
             ctx.note(affected, f"Sidecar/{sc.meta.key} ingress", UNSUPPORTED, "custom ingress listeners are ignored")
-    for pod in pods:
-        ctx.note(
-            [pod],
-            "upstream peer address",
-            DIFFERENT,
-            "the application sees the DPU proxy's address as its peer (a sidecar shows 127.0.0.6)",
-        )
+    ctx.note_classes(
+        frozenset(c.name for c in classes),
+        "upstream peer address",
+        DIFFERENT,
+        "the application sees the DPU proxy's address as its peer (a sidecar shows 127.0.0.6)",
+    )
 
 
 def report(ctx: CompileContext) -> dict[str, Any]:
+    """Outbound features once for the node and per class, then each pod's own.
+
+    Every pod of a class shares its outbound view, so the view's features are written per class,
+    not per pod: `common` holds those most classes have, and each of `views` lists what it has
+    beyond them (`features`) and which of them it lacks (`missing`).
+    """
+    everyone = frozenset(ctx.class_pods)
+    common: list[ParityEntry] = []
+    extra: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
+    missing: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
+    for entry, groups in ctx.class_parity.items():
+        classes = everyone if everyone in groups else frozenset().union(*groups)
+        if len(classes) * 2 >= len(everyone):
+            common.append(entry)
+            for name in everyone - classes:
+                missing[name].append(entry)
+        else:
+            for name in classes:
+                extra[name].append(entry)
+    common.sort(key=_order)
+    class_of = {pod: name for name, pods in ctx.class_pods.items() for pod in pods}
     pods = {}
     totals = {KEPT: 0, DIFFERENT: 0, UNSUPPORTED: 0}
+    counts = {name: _count(common) - _count(missing[name]) + _count(extra[name]) for name in everyone}
     for pod in sorted(ctx.local_pods, key=lambda p: p.meta.key):
-        entries = sorted(ctx.parity.get(pod.meta.key, []), key=lambda e: (e.status != UNSUPPORTED, e.feature))
-        for e in entries:
-            totals[e.status] += 1
-        pods[pod.meta.key] = {
-            "meshed": pod.meshed,
-            "features": [{"feature": e.feature, "status": e.status, "detail": e.detail} for e in entries],
-        }
-    return {"node": ctx.node, "totals": totals, "pods": pods}
+        own = sorted(ctx.parity.get(pod.meta.key, []), key=_order)
+        view = class_of.get(pod.meta.key)
+        for status, n in (_count(own) + (counts[view] if view else Counter())).items():
+            totals[status] += n
+        pods[pod.meta.key] = {"meshed": pod.meshed, "view": view, "features": _entries(own)}
+    return {
+        "node": ctx.node,
+        "totals": totals,
+        "common": _entries(common),
+        "views": {
+            name: {
+                "pods": ctx.class_pods[name],
+                "features": _entries(sorted(extra[name], key=_order)),
+                "missing": [e.feature for e in sorted(missing[name], key=_order)],
+            }
+            for name in sorted(everyone)
+        },
+        "pods": pods,
+    }
+
+
+def features_of(parity: dict[str, Any], pod: str) -> list[dict[str, str]]:
+    """Every feature that applies to one pod: the common ones its view has, its view's own, and the pod's."""
+    entry = parity["pods"][pod]
+    if not entry["view"]:
+        return entry["features"]
+    view = parity["views"][entry["view"]]
+    lacking = set(view["missing"])
+    return [f for f in parity["common"] if f["feature"] not in lacking] + view["features"] + entry["features"]
+
+
+def _count(entries: list[ParityEntry]) -> Counter:
+    return Counter(e.status for e in entries)
+
+
+def _order(e: ParityEntry) -> tuple[bool, str]:
+    return (e.status != UNSUPPORTED, e.feature)
+
+
+def _entries(entries: list[ParityEntry]) -> list[dict[str, str]]:
+    return [{"feature": e.feature, "status": e.status, "detail": e.detail} for e in entries]
 
 
 def summary(parity: dict[str, Any]) -> str:
     t = parity["totals"]
     lines = [
         f"Parity report for node {parity['node']}: {t[KEPT]} kept, {t[DIFFERENT]} kept with a difference, "
-        f"{t[UNSUPPORTED]} unsupported",
+        f"{t[UNSUPPORTED]} unsupported (counted per pod)",
         "",
+        f"Most outbound views of the node ({len(parity['common'])} features; each view below says what it lacks):",
+        *_lines(parity["common"]),
     ]
+    for name, view in parity["views"].items():
+        lines += ["", f"Outbound view {name} ({', '.join(view['pods'])}):", *_lines(view["features"])]
+        lines += [f"  [does not apply] {feature}" for feature in view["missing"]]
+    lines.append("")
     for key, pod in parity["pods"].items():
         if not pod["meshed"]:
             lines.append(f"{key}: not in the mesh (no proxy, as without a sidecar)")
             continue
-        lines.append(f"{key}:")
-        for f in pod["features"]:
-            detail = f" — {f['detail']}" if f["detail"] else ""
-            lines.append(f"  [{f['status']}] {f['feature']}{detail}")
+        lines.append(f"{key} (view {pod['view']}):")
+        lines += _lines(pod["features"])
     return "\n".join(lines) + "\n"
+
+
+def _lines(features: list[dict[str, str]]) -> list[str]:
+    return [f"  [{f['status']}] {f['feature']}" + (f" — {f['detail']}" if f["detail"] else "") for f in features]

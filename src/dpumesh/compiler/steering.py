@@ -64,7 +64,7 @@ def steering_model(ctx: CompileContext) -> dict[str, Any]:
                 "node": other.name,
                 "fabric_ip": fabric_ip,
                 "pod_cidr": other.pod_cidr,
-                "pod_ips": sorted(p.ip for p in ctx.state.pods if p.node == other.name),
+                "pod_ips": _pod_ips_by_node(ctx).get(other.name, []),
             }
         )
     return {
@@ -125,3 +125,14 @@ def _is_ipv4(text: str) -> bool:
         return ipaddress.ip_address(text).version == 4
     except ValueError:
         return False
+
+
+def _pod_ips_by_node(ctx: CompileContext) -> dict[str, list[str]]:
+    """Node → sorted pod IPs, built once per state (every node lists every other node's pods)."""
+    key = ("pod-ips-by-node",)
+    if key not in ctx.memo:
+        by_node: dict[str, list[str]] = {}
+        for pod in ctx.state.pods:
+            by_node.setdefault(pod.node, []).append(pod.ip)
+        ctx.memo[key] = {node: sorted(ips) for node, ips in by_node.items()}
+    return ctx.memo[key]

@@ -6,8 +6,8 @@ socket), which reads the certificate layout of `dpumesh.certs` and pushes rotate
 files; the proxy keeps no file watch per identity.
 
 The client certificate of outbound Istio mTLS depends on the *source pod* of each
-connection. The class chain stores that pod's secret name in the connection's filter
-state (`identity_filter`), and every mTLS cluster fetches it on demand. One cluster
+connection. A listener filter stores that pod's secret name in the connection's filter
+state (`source_filter`), and every mTLS cluster fetches it on demand. One cluster
 then serves every identity, while connections of different identities never share an
 upstream connection: the filter state object is hashed into the connection-pool key.
 """
@@ -91,42 +91,44 @@ def client_transport_socket(ctx: CompileContext, sni: str, peer_sans: list[str])
     }
 
 
-def identity_filter(ctx: CompileContext, pods: list[Pod]) -> dict[str, Any]:
-    """A network filter naming the client certificate of each connection from `pods`.
-
-    Pods of one class may run as different service accounts: a constant when they all
-    share one, else a CEL lookup from the source IP (the class chain only ever sees
-    connections from its own pods' IPs, so the lookup always finds the pod).
-    """
-    secrets = {p.ip: secret_name(p.namespace, p.service_account) for p in sorted(pods, key=lambda p: p.ip)}
-    value: dict[str, Any]
-    if len(set(secrets.values())) == 1:
-        value = {"text_format_source": {"inline_string": next(iter(secrets.values()))}}
-    else:
-        table = ", ".join(f"'{ip}': '{secret}'" for ip, secret in secrets.items())
-        value = {
-            "text_format_source": {"inline_string": f"%CEL({{{table}}}[source.address.split(':')[0]])%"},
-            "formatters": [
-                {
-                    "name": "envoy.formatter.cel",
-                    "typed_config": typed(
-                        "envoy.extensions.formatter.cel.v3.Cel", cel_config={"enable_string_functions": True}
-                    ),
-                }
-            ],
-        }
+def _by_source_ip(values: dict[str, str]) -> dict[str, Any]:
+    """A format string giving the value of the connection's source IP: a constant when all are equal."""
+    if len(set(values.values())) <= 1:
+        return {"text_format_source": {"inline_string": next(iter(values.values()), NO_IDENTITY)}}
+    table = ", ".join(f"'{ip}': '{value}'" for ip, value in sorted(values.items()))
     return {
-        "name": "envoy.filters.network.set_filter_state",
+        "text_format_source": {"inline_string": f"%CEL({{{table}}}[source.address.split(':')[0]])%"},
+        "formatters": [
+            {
+                "name": "envoy.formatter.cel",
+                "typed_config": typed(
+                    "envoy.extensions.formatter.cel.v3.Cel", cel_config={"enable_string_functions": True}
+                ),
+            }
+        ],
+    }
+
+
+def source_filter(ctx: CompileContext, class_key: str, classes: dict[str, str], pods: list[Pod]) -> dict[str, Any]:
+    """The outbound listener filter that names each connection's source class and client certificate.
+
+    Both come from the source pod's IP, once per connection, before any chain runs: the chains
+    and routes are shared by every class, and every mTLS cluster reads the certificate name.
+    """
+    secrets = {p.ip: secret_name(p.namespace, p.service_account) for p in pods}
+    return {
+        "name": "envoy.filters.listener.set_filter_state",
         "typed_config": typed(
-            "envoy.extensions.filters.network.set_filter_state.v3.Config",
-            on_new_connection=[
+            "envoy.extensions.filters.listener.set_filter_state.v3.Config",
+            on_accept=[
+                {"object_key": class_key, "factory_key": "envoy.string", "format_string": _by_source_ip(classes)},
                 {
                     "object_key": ON_DEMAND_KEY,
                     # hashable, so the value is part of the upstream connection-pool key
                     "factory_key": "envoy.hashable_string",
                     "shared_with_upstream": "ONCE",
-                    "format_string": value,
-                }
+                    "format_string": _by_source_ip(secrets),
+                },
             ],
         ),
     }

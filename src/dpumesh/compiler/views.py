@@ -3,18 +3,29 @@
 A sidecar's outbound config depends on its pod: namespace (visibility, exportTo,
 which DestinationRule applies), the Sidecar resource selecting it, and its labels
 (VirtualService sourceLabels). Pods equal on all of these get the same view: one
-class, compiled once. The service account only picks the client certificate, which
-is chosen per connection (`tls.identity_filter`), so it does not split classes.
+class. The service account only picks the client certificate, which is chosen per
+connection (`tls.source_filter`), so it does not split classes.
+
+Most hosts look the same from every namespace. `host_dependence` finds, once per
+host, the namespaces whose clients may see it differently (a VirtualService or
+DestinationRule exported to a few namespaces, a DestinationRule in the client's
+namespace, sourceNamespace matches); every other class shares one `View` of the
+host, so the shared config grows with classes + hosts, not classes times hosts.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dpumesh.compiler.context import CompileContext
 from dpumesh.compiler.registry import Host, exported_to
 from dpumesh.state.model import IstioObject, Pod
+
+ANY_NAMESPACE = ""  # the View namespace of clients with no namespace-specific rule for a host
 
 
 @dataclass
@@ -29,6 +40,26 @@ class SourceClass:
     @property
     def ips(self) -> list[str]:
         return sorted(p.ip for p in self.pods)
+
+    @property
+    def egress_scoped(self) -> bool:
+        return self.sidecar is not None and bool(self.sidecar.spec.get("egress"))
+
+
+@dataclass(frozen=True)
+class View:
+    """What decides a host's routes for a client: its namespace (or ANY_NAMESPACE) and sourceLabels matches."""
+
+    namespace: str
+    source_matches: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Dependence:
+    """Which client namespaces see a host differently, and which sourceLabels matches concern it."""
+
+    namespaces: frozenset[str] | None  # None: every namespace (DestinationRule credentials are per namespace)
+    source_ids: frozenset[str]
 
 
 def by_age(objs: list[IstioObject]) -> list[IstioObject]:
@@ -78,6 +109,14 @@ def source_label_matches(ctx: CompileContext, pod: Pod) -> frozenset[str]:
     )
 
 
+def class_name(namespace: str, sidecar: str, source_matches: frozenset[str]) -> str:
+    """A name that stays the same across nodes and recompiles: the namespace, plus a digest when needed."""
+    if not sidecar and not source_matches:
+        return namespace
+    digest = hashlib.sha256(json.dumps([sidecar, sorted(source_matches)]).encode()).hexdigest()[:8]
+    return f"{namespace}~{digest}"
+
+
 def build_classes(ctx: CompileContext) -> list[SourceClass]:
     classes: dict[tuple, SourceClass] = {}
     for pod in sorted(ctx.local_meshed_pods, key=lambda p: p.meta.key):
@@ -87,9 +126,9 @@ def build_classes(ctx: CompileContext) -> list[SourceClass]:
             policy = ctx.mesh.outbound_traffic_policy
             if sidecar is not None:
                 policy = (sidecar.spec.get("outboundTrafficPolicy") or {}).get("mode") or policy
-            classes[key] = SourceClass(f"c{len(classes)}", pod.namespace, sidecar, key[2], [], policy)
+            classes[key] = SourceClass(class_name(*key), pod.namespace, sidecar, key[2], [], policy)
         classes[key].pods.append(pod)
-    return list(classes.values())
+    return sorted(classes.values(), key=lambda c: c.name)
 
 
 def _egress_allows(sidecar: IstioObject, host: Host) -> bool:
@@ -109,15 +148,27 @@ def _egress_allows(sidecar: IstioObject, host: Host) -> bool:
     return False
 
 
+def sees(ctx: CompileContext, cls: SourceClass, host: Host) -> bool:
+    """Whether the class's pods see the host: exportTo, then the Sidecar's egress hosts."""
+    if not host.visible_to(cls.namespace):
+        return False
+    if not cls.egress_scoped:
+        return True
+    key = ("egress", cls.sidecar.meta.key, host.fqdn)
+    if key not in ctx.memo:
+        ctx.memo[key] = _egress_allows(cls.sidecar, host)
+    return ctx.memo[key]
+
+
 def visible_hosts(ctx: CompileContext, cls: SourceClass) -> list[Host]:
-    hosts = []
-    for host in ctx.registry.hosts.values():
-        if not host.visible_to(cls.namespace):
-            continue
-        if cls.sidecar is not None and cls.sidecar.spec.get("egress") and not _egress_allows(cls.sidecar, host):
-            continue
-        hosts.append(host)
-    return sorted(hosts, key=lambda h: h.fqdn)
+    return [h for h in sorted_hosts(ctx) if sees(ctx, cls, h)]
+
+
+def sorted_hosts(ctx: CompileContext) -> list[Host]:
+    key = ("sorted-hosts",)
+    if key not in ctx.memo:
+        ctx.memo[key] = sorted(ctx.registry.hosts.values(), key=lambda h: h.fqdn)
+    return ctx.memo[key]
 
 
 def host_matches(pattern: str, fqdn: str) -> bool:
@@ -142,15 +193,41 @@ def _resolved_virtual_services(ctx: CompileContext) -> list[tuple[IstioObject, l
     return ctx.memo[key]
 
 
+def _matching(ctx: CompileContext, kind: str, entries: Callable[[], list], fqdn: str) -> list:
+    """Entries (obj, exportTo, patterns…) whose host patterns match `fqdn`: exact ones from an index."""
+    key = ("pattern-index", kind)
+    if key not in ctx.memo:
+        exact: dict[str, list] = {}
+        wildcard = []
+        for entry in entries():
+            patterns = entry[2] if isinstance(entry[2], list) else [entry[2]]
+            for pattern in dict.fromkeys(patterns):
+                if pattern.startswith("*"):
+                    wildcard.append((pattern, entry))
+                else:
+                    exact.setdefault(pattern, []).append(entry)
+        ctx.memo[key] = (exact, wildcard)
+    exact, wildcard = ctx.memo[key]
+    found = list(exact.get(fqdn, []))
+    found += [entry for pattern, entry in wildcard if host_matches(pattern, fqdn) and entry not in found]
+    return found
+
+
+def virtual_service_candidates(ctx: CompileContext, host: Host) -> list[tuple[IstioObject, list[str], list[str]]]:
+    key = ("vs-candidates", host.fqdn)
+    if key not in ctx.memo:
+        ctx.memo[key] = _matching(ctx, "vs", lambda: _resolved_virtual_services(ctx), host.fqdn)
+    return ctx.memo[key]
+
+
 def virtual_service_for(ctx: CompileContext, namespace: str, host: Host) -> IstioObject | None:
     """The VirtualService a client in `namespace` uses for `host`: the oldest one that applies."""
     key = ("vs", namespace, host.fqdn)
     if key not in ctx.memo:
         candidates = [
             vs
-            for vs, export_to, patterns in _resolved_virtual_services(ctx)
+            for vs, export_to, _ in virtual_service_candidates(ctx, host)
             if exported_to(export_to, vs.meta.namespace, namespace)
-            and any(host_matches(p, host.fqdn) for p in patterns)
         ]
         ctx.memo[key] = by_age(candidates)[0] if candidates else None
     return ctx.memo[key]
@@ -192,3 +269,114 @@ def destination_rule_for(ctx: CompileContext, namespace: str, host: Host) -> Ist
             break
     ctx.memo[key] = chosen
     return chosen
+
+
+def _export_namespaces(export_to: list[str], owner: str) -> frozenset[str] | None:
+    """The namespaces an exportTo list names (None: every namespace)."""
+    if not export_to or "*" in export_to:
+        return None
+    return frozenset(owner if e == "." else e for e in export_to) | {owner}
+
+
+def _destination_hosts(ctx: CompileContext, vs: IstioObject) -> set[str]:
+    """Every host a VirtualService sends to or mirrors to, resolved in its namespace."""
+    key = ("vs-destinations", vs.meta.key)
+    if key not in ctx.memo:
+        found: set[str] = set()
+
+        def walk(node: object) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k in ("destination", "mirror") and isinstance(v, dict) and isinstance(v.get("host"), str):
+                        found.add(ctx.registry.resolve(v["host"], vs.meta.namespace))
+                    walk(v)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        for section in ("http", "tcp", "tls"):
+            walk(vs.spec.get(section))
+        ctx.memo[key] = found
+    return ctx.memo[key]
+
+
+def _rule_dependence(ctx: CompileContext, fqdn: str) -> frozenset[str] | None:
+    """Client namespaces whose DestinationRule for `fqdn` may differ from the one every namespace gets."""
+    key = ("dr-dependence", fqdn)
+    if key in ctx.memo:
+        return ctx.memo[key]
+    host = ctx.registry.hosts.get(fqdn)
+    shared_scopes = {ctx.mesh.root_namespace, host.namespace if host else ""}
+
+    def entries() -> list:
+        return [e for scope in _resolved_destination_rules(ctx).values() for e in scope]
+
+    found: set[str] = set()
+    result: frozenset[str] | None = frozenset()
+    for dr, export_to, _ in _matching(ctx, "dr", entries, fqdn):
+        if "credentialName" in json.dumps(dr.spec):
+            result = None  # the client namespace's own secrets: a cluster per namespace
+            break
+        if dr.meta.namespace not in shared_scopes:
+            found.add(dr.meta.namespace)  # consulted first by its own namespace's clients only
+        named = _export_namespaces(export_to, dr.meta.namespace)
+        if named is not None:
+            found |= named
+    if result is not None:
+        result = frozenset(found)
+    ctx.memo[key] = result
+    return result
+
+
+def host_dependence(ctx: CompileContext, host: Host) -> Dependence:
+    """What makes the routes of `host` differ between client classes (computed once per host)."""
+    key = ("host-dependence", host.fqdn)
+    if key in ctx.memo:
+        return ctx.memo[key]
+    namespaces: set[str] = set()
+    every = False
+    source_ids: set[str] = set()
+    destinations = {host.fqdn}
+    for vs, export_to, _ in virtual_service_candidates(ctx, host):
+        named = _export_namespaces(export_to, vs.meta.namespace)
+        if named is not None:
+            namespaces |= named
+        source_ids |= _source_ids(ctx, vs)
+        namespaces |= _source_namespaces(vs)
+        destinations |= _destination_hosts(ctx, vs)
+    for fqdn in destinations:
+        rule = _rule_dependence(ctx, fqdn)
+        if rule is None:
+            every = True
+            break
+        namespaces |= rule
+    result = Dependence(None if every else frozenset(namespaces), frozenset(source_ids))
+    ctx.memo[key] = result
+    return result
+
+
+def _source_ids(ctx: CompileContext, vs: IstioObject) -> frozenset[str]:
+    key = ("vs-source-ids",)
+    if key not in ctx.memo:
+        by_vs: dict[str, set[str]] = {}
+        for ident, _ in _source_label_selectors(ctx):
+            by_vs.setdefault(ident.rsplit("/", 2)[0], set()).add(ident)
+        ctx.memo[key] = {k: frozenset(v) for k, v in by_vs.items()}
+    return ctx.memo[key].get(vs.meta.key, frozenset())
+
+
+def _source_namespaces(vs: IstioObject) -> set[str]:
+    found = set()
+    for section in ("http", "tcp", "tls"):
+        for route in vs.spec.get(section) or []:
+            for match in (route or {}).get("match") or [] if isinstance(route, dict) else []:
+                if isinstance(match, dict) and isinstance(match.get("sourceNamespace"), str):
+                    found.add(match["sourceNamespace"])
+    return found
+
+
+def view_of(ctx: CompileContext, cls: SourceClass, host: Host) -> View:
+    """The class's View of the host: shared by every class the host does not single out."""
+    dep = host_dependence(ctx, host)
+    namespace = cls.namespace if dep.namespaces is None or cls.namespace in dep.namespaces else ANY_NAMESPACE
+    return View(namespace, cls.source_matches & dep.source_ids if dep.source_ids else frozenset())

@@ -173,12 +173,7 @@ def probe_command(node: str, pods: list[PodPlan], listeners: list[dict]) -> list
     no such pair of pods.
     """
     chains = {fc["name"] for listener in listeners for fc in listener.get("filter_chains", [])}
-    sources = {
-        r["address_prefix"]
-        for listener in listeners
-        for entry in _source_ranges(listener)
-        for r in entry.get("ranges", [])
-    }
+    sources = {ip for listener in listeners for ips in _source_classes(listener).values() for ip in ips}
     local = [p for p in pods if p.node == node and p.meshed]
     for server in sorted((p for p in local if p.http_ports and not p.upstreams), key=lambda p: p.key):
         port = server.http_ports[0]
@@ -191,9 +186,10 @@ def probe_command(node: str, pods: list[PodPlan], listeners: list[dict]) -> list
     return None
 
 
-def _source_ranges(listener: dict) -> list[dict]:
-    tree = (listener.get("filter_chain_matcher") or {}).get("matcher_tree") or {}
-    return ((tree.get("custom_match") or {}).get("typed_config") or {}).get("range_matchers", [])
+def _source_classes(listener: dict) -> dict[str, list[str]]:
+    """Source class → pod IPs, as the compiler records them on the outbound listener."""
+    metadata = ((listener.get("metadata") or {}).get("filter_metadata") or {}).get("dpumesh") or {}
+    return metadata.get("source_classes") or {}
 
 
 def version_listeners(node: str, version: str) -> list[dict]:

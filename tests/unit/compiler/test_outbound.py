@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from support.compiled import network_filter, pod_ip
 
+from dpumesh.compiler.parity import features_of
+
 FQDN = "reviews.shop.svc.cluster.local"
 # One meshed pod and one HTTP Service `api` in namespace shop, for tests that add one Istio object.
 API_POD_AND_SERVICE = """
@@ -21,8 +23,7 @@ spec: {ports: [{name: http, port: 80}]}
 
 
 def routes_for(c, pod: str, port: int = 9080, host: str = FQDN):
-    cls = c.class_of(pod_ip(c, pod))
-    return c.vhost(f"{cls}~0.0.0.0_{port}", f"{host}:{port}")["routes"]
+    return c.routes_for(pod_ip(c, pod), port, host)
 
 
 def test_pods_with_the_same_view_share_a_class_and_others_do_not(compile_dir):
@@ -38,19 +39,20 @@ def test_pods_with_the_same_view_share_a_class_and_others_do_not(compile_dir):
 
 def test_non_meshed_pods_have_no_class(compile_dir):
     c = compile_dir("basic")
-    ranges = c.listener("outbound")["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
-    ips = {r["address_prefix"] for m in ranges["range_matchers"] for r in m["ranges"]}
+    ips = {ip for ips in c.source_classes().values() for ip in ips}
+    assert pod_ip(c, "shop/frontend-0") in ips
     assert pod_ip(c, "legacy/old-0") not in ips
 
 
 def test_host_domains_depend_on_the_client_namespace(compile_dir):
     c = compile_dir("basic")
-    own = c.vhost(f"{c.class_of(pod_ip(c, 'shop/frontend-0'))}~0.0.0.0_9080", f"{FQDN}:9080")["domains"]
-    other = c.vhost(f"{c.class_of(pod_ip(c, 'other/client-0'))}~0.0.0.0_9080", f"{FQDN}:9080")["domains"]
-    for name in (FQDN, "reviews.shop.svc", "reviews.shop", f"{FQDN}:9080"):
-        assert name in own and name in other
-    assert "reviews" in own and "reviews:9080" in own
-    assert "reviews" not in other  # a short name resolves in the client's own namespace only
+    for pod in ("shop/frontend-0", "other/client-0"):
+        for name in (FQDN, "reviews.shop.svc", "reviews.shop", f"{FQDN}:9080"):
+            assert routes_for(c, pod, host=name) == routes_for(c, pod), (pod, name)
+    for name in ("reviews", "reviews:9080"):
+        assert routes_for(c, "shop/frontend-0", host=name) == routes_for(c, "shop/frontend-0")
+        # a short name resolves in the client's own namespace only: elsewhere it is an unknown host
+        assert [r["name"] for r in routes_for(c, "other/client-0", host=name)] == ["allow_any"]
 
 
 def test_header_match_routes_to_subset_and_weights_split(compile_dir):
@@ -101,19 +103,15 @@ def test_auto_mtls_uses_the_source_pods_identity(compile_dir):
     assert common["custom_tls_certificate_selector"]["name"] == "envoy.tls.certificate_selectors.on_demand_secret"
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert endpoint["metadata"]["filter_metadata"]["envoy.transport_socket_match"] == {"tlsMode": "istio"}
-    # Each chain of the source's class names the source pod's certificate for its connections.
-    cls = c.class_of(pod_ip(c, "shop/reviews-v1-0"))
-    chains = [ch for ch in c.listener("outbound")["filter_chains"] if ch["name"].startswith(f"{cls}~")]
-    with_identity = [ch for ch in chains if not ch["name"].endswith("~passthrough")]
-    assert with_identity
-    for chain in with_identity:
-        state = network_filter(chain, "envoy.filters.network.set_filter_state")["on_new_connection"][0]
-        assert state["object_key"] == "envoy.tls.certificate_mappers.on_demand_secret"
-        assert state["factory_key"] == "envoy.hashable_string"
-        table = state["format_string"]["text_format_source"]["inline_string"]
-        for pod in ("shop/reviews-v1-0", "shop/frontend-0"):
-            p = next(p for p in c.state.pods if p.meta.key == pod)
-            assert f"'{p.ip}': 'spiffe~shop~{p.service_account}'" in table
+    # A listener filter names the source pod's certificate for each connection, before any chain runs.
+    [source] = [f for f in c.listener("outbound")["listener_filters"] if f["name"].endswith("set_filter_state")]
+    state = next(v for v in source["typed_config"]["on_accept"] if v["object_key"].endswith("on_demand_secret"))
+    assert state["factory_key"] == "envoy.hashable_string"
+    table = state["format_string"]["text_format_source"]["inline_string"]
+    for pod in ("shop/reviews-v1-0", "shop/frontend-0", "other/client-0"):
+        p = next(p for p in c.state.pods if p.meta.key == pod)
+        assert f"'{p.ip}': 'spiffe~{p.namespace}~{p.service_account}'" in table
+    assert pod_ip(c, "legacy/old-0") not in table
 
 
 def test_plaintext_to_pods_without_a_proxy(compile_dir):
@@ -122,31 +120,31 @@ def test_plaintext_to_pods_without_a_proxy(compile_dir):
     assert "transport_socket_matches" not in cluster and "transport_socket" not in cluster
 
 
+def _vip(c, fqdn: str) -> str:
+    return next(s.cluster_ip for s in c.state.services if f"{s.name}.{s.namespace}.svc.cluster.local" == fqdn)
+
+
 def test_export_to_dot_hides_a_service_from_other_namespaces(compile_dir):
     c = compile_dir("basic")
-    vip_chains = {ch["name"] for ch in c.listener("outbound")["filter_chains"]}
-    shop = c.class_of(pod_ip(c, "shop/frontend-0"))
-    other = c.class_of(pod_ip(c, "other/client-0"))
-    db_chains = [n for n in vip_chains if n.endswith("_5432")]
-    assert any(n.startswith(f"{shop}~") for n in db_chains)
-    assert not any(n.startswith(f"{other}~") for n in db_chains)
+    db = next(s for s in c.state.services if any(p.port == 5432 for p in s.ports))
+    shop = c.chain_for(pod_ip(c, "shop/frontend-0"), db.cluster_ip, 5432)
+    assert network_filter(c.chain(shop), "envoy.filters.network.tcp_proxy")["cluster"].startswith("outbound|5432||")
+    assert c.chain_for(pod_ip(c, "other/client-0"), db.cluster_ip, 5432) == "passthrough"
 
 
 def test_allow_any_passes_unknown_hosts_through(compile_dir):
     c = compile_dir("basic")
-    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
-    fallback = c.route_config(f"{cls}~0.0.0.0_9080")["virtual_hosts"][-1]
-    assert fallback["domains"] == ["*"]
-    assert fallback["routes"][0]["route"]["cluster"] == "PassthroughCluster"
+    [route] = routes_for(c, "shop/frontend-0", 9080, "unknown.example.com")
+    assert route["route"]["cluster"] == "PassthroughCluster"
+    assert c.chain_for(pod_ip(c, "shop/frontend-0"), "192.0.2.9", 4444) == "passthrough"
 
 
 def test_registry_only_answers_502_for_unknown_hosts(compile_dir):
     c = compile_dir("basic", outbound_traffic_policy="REGISTRY_ONLY")
-    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
-    fallback = c.route_config(f"{cls}~0.0.0.0_9080")["virtual_hosts"][-1]
-    assert fallback["routes"][0]["direct_response"] == {"status": 502}
-    tcp = c.chain(f"{cls}~passthrough")["filters"][0]["typed_config"]
-    assert tcp["cluster"] == "BlackHoleCluster"
+    [route] = routes_for(c, "shop/frontend-0", 9080, "unknown.example.com")
+    assert route["direct_response"] == {"status": 502}
+    chain = c.chain_for(pod_ip(c, "shop/frontend-0"), "192.0.2.9", 4444)
+    assert network_filter(c.chain(chain), "envoy.filters.network.tcp_proxy")["cluster"] == "BlackHoleCluster"
 
 
 def test_oldest_virtual_service_wins(compile_dir):
@@ -166,7 +164,8 @@ def test_match_forms(compile_dir):
     assert first["prefix"] == "/api"
     assert {"name": ":method", "string_match": {"exact": "GET"}} in first["headers"]
     assert first["query_parameters"] == [{"name": "debug", "string_match": {"exact": "1"}}]
-    regex = routes_for(c, "shop/frontend-0")[2]["match"]
+    # the frontend's sourceLabels match catches all its requests: read the other routes as another pod does
+    regex = routes_for(c, "shop/reviews-v1-0")[1]["match"]
     assert regex["safe_regex"] == {"regex": "^/v[0-9]+/items$"}
     assert regex["case_sensitive"] is False
 
@@ -184,7 +183,7 @@ def test_fault_redirect_direct_response_rewrite(compile_dir):
     c = compile_dir("features")
     routes = {
         r["match"].get("path") or r["match"].get("prefix") or r["match"].get("safe_regex", {}).get("regex"): r
-        for r in routes_for(c, "shop/frontend-0")
+        for r in routes_for(c, "shop/reviews-v1-0")
     }
     fault = routes["^/v[0-9]+/items$"]["typed_per_filter_config"]["envoy.filters.http.fault"]
     assert fault["delay"] == {"fixed_delay": "1.5s", "percentage": {"numerator": 100000, "denominator": "MILLION"}}
@@ -201,7 +200,7 @@ def test_fault_redirect_direct_response_rewrite(compile_dir):
 
 def test_timeout_retries_mirror_cors_and_headers(compile_dir):
     c = compile_dir("features")
-    routes = routes_for(c, "shop/frontend-0")
+    routes = routes_for(c, "shop/reviews-v1-0")
     last = routes[-1]
     action = last["route"]
     assert action["timeout"] == "3s"
@@ -284,22 +283,20 @@ spec: {host: api, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {n
 
 def test_sidecar_egress_scopes_visible_hosts_and_policy(compile_dir):
     c = compile_dir("features")
-    cls = c.class_of(pod_ip(c, "other/client-0"))
-    chains = [ch["name"] for ch in c.listener("outbound")["filter_chains"] if ch["name"].startswith(f"{cls}~")]
-    assert f"{cls}~0.0.0.0_9080" in chains  # shop/reviews is listed in the Sidecar
-    assert f"{cls}~0.0.0.0_80" not in chains  # frontend and old are not
-    passthrough = c.chain(f"{cls}~passthrough")["filters"][0]["typed_config"]
-    assert passthrough["cluster"] == "BlackHoleCluster"  # the Sidecar's REGISTRY_ONLY
+    client = pod_ip(c, "other/client-0")
+    frontend = "frontend.shop.svc.cluster.local"
+    assert c.chain_for(client, "192.0.2.1", 9080) == "0.0.0.0_9080"  # shop/reviews is listed in the Sidecar
+    assert routes_for(c, "other/client-0")[0]["route"]["cluster"].startswith(f"outbound|9080|v2|{FQDN}")
+    # frontend and old are not: port 80 is not HTTP for this class, and the Sidecar's REGISTRY_ONLY blocks
+    assert c.chain_for(client, "192.0.2.1", 80) == "blackhole"
+    assert c.chain_for(pod_ip(c, "shop/frontend-0"), "192.0.2.1", 80) == "0.0.0.0_80"
+    assert [r["name"] for r in routes_for(c, "other/client-0", 9080, frontend)] == ["block_all"]
 
 
 def test_tcp_weights_and_service_entries(compile_dir):
     c = compile_dir("features")
-    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
-    db = next(
-        ch
-        for ch in c.listener("outbound")["filter_chains"]
-        if ch["name"].startswith(cls) and ch["name"].endswith("_5432")
-    )
+    db_vip = next(s.cluster_ip for s in c.state.services if any(p.port == 5432 for p in s.ports))
+    db = c.chain(c.chain_for(pod_ip(c, "shop/frontend-0"), db_vip, 5432))
     weighted = network_filter(db, "envoy.filters.network.tcp_proxy")["weighted_clusters"]["clusters"]
     assert [w["weight"] for w in weighted] == [90, 10]
     ext = next(n for n in c.cluster_names() if n.startswith("outbound|443||api.payments.example.com"))
@@ -311,16 +308,11 @@ def test_tcp_weights_and_service_entries(compile_dir):
 
 def test_tls_hosts_without_vip_are_matched_by_sni(compile_dir):
     c = compile_dir("features")
-    cls = c.class_of(pod_ip(c, "shop/frontend-0"))
-    ports = c.listener("outbound")["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
-    tree = next(
-        m
-        for m in ports["range_matchers"]
-        if any(r["address_prefix"] == pod_ip(c, "shop/frontend-0") for r in m["ranges"])
-    )
-    entry = tree["on_match"]["matcher"]["matcher_tree"]["exact_match_map"]["map"]["443"]
-    sni = entry["matcher"]["matcher_tree"]["exact_match_map"]["map"]
-    assert sni["api.payments.example.com"]["action"]["name"] == f"{cls}~api.payments.example.com_443"
+    chain = c.chain_for(pod_ip(c, "shop/frontend-0"), "203.0.113.7", 443, sni="api.payments.example.com")
+    assert chain == "api.payments.example.com_443"
+    proxy = network_filter(c.chain(chain), "envoy.filters.network.tcp_proxy")
+    assert proxy["cluster"].startswith("outbound|443||api.payments.example.com")
+    assert c.chain_for(pod_ip(c, "shop/frontend-0"), "203.0.113.7", 443, sni="other.example.com") == "passthrough"
 
 
 def test_unsupported_kinds_are_reported_not_dropped(compile_dir):
@@ -328,7 +320,7 @@ def test_unsupported_kinds_are_reported_not_dropped(compile_dir):
 
     c = compile_dir("features")
     parity = json.loads(c.bundle.files["parity.json"])
-    features = parity["pods"]["shop/frontend-0"]["features"]
+    features = features_of(parity, "shop/frontend-0")
     assert {
         "feature": "EnvoyFilter/shop/custom-lua",
         "status": "unsupported",

@@ -17,8 +17,7 @@ STATES = Path(__file__).parent / "states"
 
 
 def _source_ips(compiled: Compiled) -> set[str]:
-    tree = compiled.listener("outbound")["filter_chain_matcher"]["matcher_tree"]["custom_match"]["typed_config"]
-    return {r["address_prefix"] for entry in tree["range_matchers"] for r in entry["ranges"]}
+    return {ip for ips in compiled.source_classes().values() for ip in ips}
 
 
 def test_a_sidecar_config_serves_its_pod_alone():
