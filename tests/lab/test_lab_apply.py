@@ -80,7 +80,7 @@ def test_tcp_echo_through_the_mesh(lab: str) -> None:
 
 
 def test_plaintext_from_outside_the_mesh_to_strict_mtls_is_refused(lab: str) -> None:
-    # By pod IP: the DPU never sends a ClusterIP connection around a local meshed pod's inbound listener.
+    # By pod IP (by ClusterIP: test_lab_cluster_ip.py).
     pods = json.loads((paths.lab_dir() / "state.json").read_text())["pods"]
     strict = pods["payments/payments-0"]["ip"]
     done = in_pod("legacy/legacy-0", "curl", "-s", "-m", "5", f"http://{strict}:8080/")

@@ -6,14 +6,24 @@ puts it into a network namespace.  How a packet moves on the DPU:
 - raw prerouting: each VF representor only accepts frames whose source MAC and
   IPv4 address are its pod's (ARP never reaches these hooks; pod neighbours are
   permanent entries instead, so forged ARP changes nothing).
+- raw prerouting and output: every packet's conntrack entry lives in zone
+  CONNTRACK_ZONE. SO_ORIGINAL_DST only looks in the default zone, so the
+  proxy's listeners take the destination from the TPROXYed socket itself: the
+  address the packet had when it was captured.
 - mangle prerouting: packets of sockets the proxy took over transparently are
   marked `capture_mark`; a meshed pod's new TCP is TPROXYed to the outbound
-  listener; new TCP to a meshed local pod's inbound ports to the inbound one.
-  `capture_mark` routes through `route_table` (local 0/0 dev lo) to the socket.
-- route output: new connections of the proxy to a meshed local pod get
-  `capture_mark` (unless they carry `bypass_mark`), so they leave through lo
-  and come back in as inbound captures; `capture_mark` on anything else is
+  listener, before any ClusterIP translation (the proxy routes ClusterIPs).
+- nat prerouting/output: a ClusterIP port is translated to a random endpoint.
+- filter prerouting after nat: new TCP to a meshed local pod's inbound ports
+  (also right after the translation above, as a sidecar sees a connection
+  kube-proxy translated on the client's node) is TPROXYed to the inbound
+  listener. `capture_mark` routes through `route_table` (local 0/0 dev lo).
+- route output after nat: new connections of the proxy to a meshed local pod
+  get `capture_mark` (unless they carry `bypass_mark`), so they leave through
+  lo and come back in as inbound captures; `capture_mark` on anything else is
   cleared so it is routed normally.
+- nat postrouting: a pod translated to itself (hairpin) is source-NATed to the
+  gateway, so its answer comes back through the DPU and is translated back.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from dpumesh.dataplane.model import PodSteering, ServicePort, SteeringModel
+from dpumesh.dataplane.model import PodSteering, SteeringModel
 
 TABLE = "dpumesh"
 # Protocol id of the routes and rules this backend owns, so re-applying can remove stale ones.
@@ -31,9 +41,14 @@ VXLAN_DEVICE = "dpumesh-vx"
 # Label of the gateway address on lo (an address label must start with the device name).
 GATEWAY_LABEL = "lo:dpumesh"
 RULE_PRIORITY = 100
+# Conntrack zone of all traffic on the DPU (see the module docstring); any value but the default 0.
+CONNTRACK_ZONE = 213
 # Meshed TCP the proxy's listener did not take (the proxy is down or restarting) is dropped, never
 # forwarded in plaintext around it; the counter shows how much.
 FAIL_CLOSED = 'counter drop comment "fail closed: no proxy listener"'
+# nat output runs at dstnat (-100; nft names that priority for prerouting only); the route chain after it.
+NAT_OUTPUT = -100
+ROUTE_AFTER_NAT = -90
 SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
@@ -174,22 +189,6 @@ def _set_decl(name: str, type_: str, elements: list[str], flags: str = "") -> li
     return [*lines, "  }"]
 
 
-def captures_inbound(pod: PodSteering, port: int) -> bool:
-    """Whether TCP to this local pod's `port` goes through the inbound listener."""
-    cap = pod.capture
-    return pod.meshed and (not cap.inbound_ports or port in cap.inbound_ports) and port not in cap.inbound_exclude_ports
-
-
-def bypass_endpoints(model: SteeringModel, port: ServicePort) -> list[tuple[str, int]]:
-    """The endpoints a ClusterIP port is translated to on this node (local inbound captures left out)."""
-    local = {p.ip: p for p in model.pods}
-    return [
-        (e.ip, e.port)
-        for e in port.endpoints
-        if not (port.protocol == "TCP" and e.ip in local and captures_inbound(local[e.ip], e.port))
-    ]
-
-
 def _service_nat(model: SteeringModel) -> list[str]:
     """Sets, maps and chains that translate ClusterIPs (see the module docstring)."""
     vmap: list[str] = []
@@ -200,13 +199,14 @@ def _service_nat(model: SteeringModel) -> list[str]:
             proto = port.protocol.lower()
             vmap.append(f"{service.cluster_ip} . {proto} . {port.port} : goto {name}")
             chains += [f"  chain {name} {{", f'    comment "{service.key} {port.port}/{port.protocol}"']
-            endpoints = bypass_endpoints(model, port)
+            endpoints = [(e.ip, e.port) for e in port.endpoints]
             if endpoints:
                 targets = _set([f"{i} : {ip} . {target}" for i, (ip, target) in enumerate(endpoints)])
                 chains.append(f"    meta l4proto {proto} dnat ip to numgen random mod {len(endpoints)} map {targets}")
             chains.append("  }")
     cap = model.proxy.capture_mark
     lines = _set_decl("service_ips", "ipv4_addr", [s.cluster_ip for s in model.services])
+    lines += _set_decl("pod_pairs", "ipv4_addr . ipv4_addr", [f"{p.ip} . {p.ip}" for p in model.pods])
     lines += ["  map service_ports {", "    type ipv4_addr . inet_proto . inet_service : verdict"]
     if vmap:
         lines.append(f"    elements = {_set(vmap)}")
@@ -219,8 +219,13 @@ def _service_nat(model: SteeringModel) -> list[str]:
         "    iifname @vf_representors ip daddr . meta l4proto . th dport vmap @service_ports",
         "  }",
         "  chain service_nat_output {",
-        "    type nat hook output priority -100; policy accept;",  # dstnat (nft names it for prerouting only)
+        f"    type nat hook output priority {NAT_OUTPUT}; policy accept;",
         "    ip daddr . meta l4proto . th dport vmap @service_ports",
+        "  }",
+        # A pod translated to itself would answer itself directly; through the gateway it comes back here.
+        "  chain hairpin {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        f'    ct status dnat ip saddr . ip daddr @pod_pairs counter snat ip to {model.gateway_ip} comment "hairpin"',
         "  }",
         # Still addressed to a ClusterIP after translation: a port the Service does not declare, or no endpoint.
         "  chain service_refuse {",
@@ -267,6 +272,17 @@ def render_ruleset(model: SteeringModel) -> str:
             "  }",
         ]
 
+    # Before conntrack (raw): one zone for every packet, so both directions of a connection meet.
+    body += [
+        "  chain conntrack_zone {",
+        "    type filter hook prerouting priority raw; policy accept;",
+        f"    ct zone set {CONNTRACK_ZONE}",
+        "  }",
+        "  chain conntrack_zone_output {",
+        "    type filter hook output priority raw; policy accept;",
+        f"    ct zone set {CONNTRACK_ZONE}",
+        "  }",
+    ]
     body += [
         "  chain prerouting {",
         "    type filter hook prerouting priority mangle; policy accept;",
@@ -279,7 +295,14 @@ def render_ruleset(model: SteeringModel) -> str:
         vmap = [f'"{p.representor}" : jump outbound_{i}' for i, p in enumerate(meshed) if p.capture.outbound]
         if vmap:
             body.append(f"    meta l4proto tcp iifname vmap {_set(vmap)}")
+    body.append("  }")
+    # After the ClusterIP translation (dstnat), so a translated connection is captured for the pod it reached.
     body += [
+        "  chain inbound_capture {",
+        "    type filter hook prerouting priority dstnat + 5; policy accept;",
+        # Already with a proxy socket: an outbound capture, or a later packet of an accepted connection.
+        f"    meta l4proto tcp socket transparent 1 meta mark set {cap} accept",
+        "    ct direction reply accept",
         "    meta l4proto tcp ip daddr . tcp dport @inbound_excluded accept",
         f"    meta l4proto tcp ip daddr . tcp dport @inbound_ports {to_inbound}",
         f"    meta l4proto tcp ip daddr @inbound_all_ports {to_inbound}",
@@ -300,8 +323,9 @@ def render_ruleset(model: SteeringModel) -> str:
         body += [f"    {to_outbound}", f"    meta l4proto tcp {FAIL_CLOSED}", "  }"]
 
     body += [
+        # After the ClusterIP translation of the proxy's passthrough, which may reach a local meshed pod.
         "  chain proxy_output {",
-        "    type route hook output priority mangle; policy accept;",
+        f"    type route hook output priority {ROUTE_AFTER_NAT}; policy accept;",
         f"    meta mark {bypass} accept",
         # Replies of the proxy's accepted (transparent) sockets go straight back to their client.
         "    ct direction reply goto clear_capture",

@@ -11,9 +11,13 @@ command file creates each one right before it references it (see `validate_cli`)
 The proxy's own connections start in the host stack, not on a VF, so ABF never
 sends them back to the proxy (rule 4 needs no marks here).
 ClusterIPs: one cnat translation per Service port (TCP, UDP) to its ready
-endpoints; ABF runs in the ip4-unicast arc, before the FIB lookup that hands a
-ClusterIP to cnat, so captured TCP still reaches the proxy with the ClusterIP.
-Local meshed endpoints of a captured port are left out, as on `linux`.
+endpoints. A meshed pod's representor translates in the FIB lookup, after ABF,
+so its captured TCP still reaches the proxy with the ClusterIP. A non-meshed
+pod's representor translates in the `cnat-input-ip4` feature, which runs
+before ACLs and ABF on the ip4-unicast arc: the inbound capture then sees the
+endpoint, so a local meshed endpoint is reached through the proxy as on `linux`.
+The `k8s` source-NAT policy (representors are its pod interfaces, the gateway
+its address) source-NATs a pod translated to itself (hairpin).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from dpumesh.dataplane.linux import bypass_endpoints
 from dpumesh.dataplane.model import PodSteering, SteeringModel
 
 PROXY_INTERFACE = "loop0"
@@ -162,7 +165,7 @@ def render_cli(model: SteeringModel, secret: int) -> str:
             ]
     else:
         out += [f"ip route add {r.pod_cidr} via {r.fabric_ip} {FABRIC_INTERFACE}" for r in model.remote_nodes]
-    out += _cluster_ip_translations(model)
+    out += _cluster_ip_translations(model, pods)
     policy = 0
     for pod in meshed:
         if not pod.capture.outbound:
@@ -186,19 +189,24 @@ def render_cli(model: SteeringModel, secret: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def _cluster_ip_translations(model: SteeringModel) -> list[str]:
+def _cluster_ip_translations(model: SteeringModel, pods: list[PodSteering]) -> list[str]:
     out = []
     for service in model.services:
         for port in service.ports:
-            endpoints = bypass_endpoints(model, port)
             where = f"{service.key} {port.port}/{port.protocol}"
             if port.protocol not in ("TCP", "UDP"):
                 out.append(f"comment {{ {where}: cnat translates TCP and UDP only }}")
-            elif not endpoints:
-                out.append(f"comment {{ {where}: no endpoint to translate to on this node }}")
+            elif not port.endpoints:
+                out.append(f"comment {{ {where}: no ready endpoint }}")
             else:
-                paths = " ".join(f"to ->{ip} {target}" for ip, target in endpoints)
+                paths = " ".join(f"to ->{e.ip} {e.port}" for e in port.endpoints)
                 out.append(f"cnat translation add proto {port.protocol} vip {service.cluster_ip} {port.port} {paths}")
+    if not model.services:
+        return out
+    out += [f"set interface feature {p.representor} cnat-input-ip4 arc ip4-unicast" for p in pods if not p.meshed]
+    out.append(f"set cnat snat-policy addr {model.gateway_ip}")
+    out += [f"set cnat snat-policy if table k8s {p.representor}" for p in pods]
+    out.append("set cnat snat-policy k8s")
     return out
 
 

@@ -50,6 +50,10 @@ COMMANDS: dict[str, re.Pattern[str]] = {
         "abf attach": rf"abf attach ip4 policy (?P<policy>\d+) priority \d+ (?P<if>{_IF})",
         "cnat translation": rf"cnat translation add proto (?P<proto>TCP|UDP) vip (?P<ip>{_IP4}) (?P<vport>\d+)"
         rf"(?: to ->{_IP4} \d+)+",
+        "feature": rf"set interface feature (?P<if>{_IF}) cnat-input-ip4 arc ip4-unicast",
+        "snat address": rf"set cnat snat-policy addr (?P<ip>{_IP4})",
+        "snat interface": rf"set cnat snat-policy if table k8s (?P<if>{_IF})",
+        "snat policy": r"set cnat snat-policy (?:none|if-pfx|k8s)",
     }.items()
 }
 # Interfaces that exist before the CLI file runs (from startup.conf / the hardware).

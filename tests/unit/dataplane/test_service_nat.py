@@ -12,7 +12,7 @@ import pytest
 from test_renderers import MODEL
 
 from dpumesh.compiler import MeshSettings, compile_node
-from dpumesh.dataplane.linux import render_linux
+from dpumesh.dataplane.linux import CONNTRACK_ZONE, render_linux
 from dpumesh.dataplane.linux_apply import load_ruleset
 from dpumesh.dataplane.model import parse_steering
 from dpumesh.dataplane.vpp import render_vpp
@@ -133,23 +133,59 @@ def test_ruleset_with_a_service_and_no_pods_passes_nft_check() -> None:
 def test_each_service_port_goes_to_a_random_ready_endpoint() -> None:
     ruleset = render_linux(model()).ruleset
     chains = service_chains(ruleset)
-    # The local meshed endpoint of a captured port is left out; the remote ones stay, each with its targetPort.
+    # Every ready endpoint, local meshed ones included, each with its targetPort.
     assert chains["default/ratings 80/TCP"] == [
-        "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.2.7 . 9080, 1 : 10.244.2.8 . 9081 }"
+        "meta l4proto tcp dnat ip to numgen random mod 3 map "
+        "{ 0 : 10.244.1.6 . 9080, 1 : 10.244.2.7 . 9080, 2 : 10.244.2.8 . 9081 }"
     ]
-    # UDP is never captured, so a local meshed endpoint is fine.
     assert chains["default/ratings 53/UDP"] == [
         "meta l4proto udp dnat ip to numgen random mod 1 map { 0 : 10.244.1.6 . 5353 }"
     ]
+    assert chains["default/reviews 9080/TCP"][0].endswith("{ 0 : 10.244.1.5 . 9080 }")  # captured by its inbound
     assert "10.96.0.20 . tcp . 80 : goto svc_0" in ruleset and "10.96.0.20 . udp . 53 : goto svc_1" in ruleset
 
 
-def test_only_ports_the_inbound_listener_captures_are_left_out() -> None:
-    chains = service_chains(render_linux(model()).ruleset)
-    assert chains["default/reviews 9080/TCP"] == []  # captured: nothing this node can translate to
-    assert chains["default/reviews 15090/TCP"][0].endswith("{ 0 : 10.244.1.5 . 15090 }")  # inbound_exclude_ports
-    assert chains["default/reviews 8000/TCP"][0].endswith("{ 0 : 10.244.1.5 . 8000 }")  # not in inbound_ports
-    assert chains["legacy/legacy 8080/TCP"][0].endswith("{ 0 : 10.244.1.7 . 8080 }")  # not meshed
+def chain(ruleset: str, name: str) -> list[str]:
+    body = ruleset.split(f"  chain {name} {{\n")[1].split("\n  }")[0]
+    return [line.strip() for line in body.splitlines()]
+
+
+def test_inbound_capture_comes_after_the_translation() -> None:
+    ruleset = render_linux(model()).ruleset
+    inbound = chain(ruleset, "inbound_capture")
+    assert inbound[0] == "type filter hook prerouting priority dstnat + 5; policy accept;"  # service_nat: dstnat
+    assert (
+        "meta l4proto tcp ip daddr . tcp dport @inbound_ports tproxy ip to 127.0.0.1:15006 meta mark set 1 accept"
+        in (inbound)
+    )
+    assert not any("15006" in line for line in chain(ruleset, "prerouting"))  # the outbound capture stays first
+    assert any("tproxy ip to 127.0.0.1:15001" in line for line in chain(ruleset, "outbound_0"))
+    # The proxy's passthrough to a ClusterIP is looped into the inbound listener after its translation too.
+    assert chain(ruleset, "service_nat_output")[0] == "type nat hook output priority -100; policy accept;"
+    assert chain(ruleset, "proxy_output")[0] == "type route hook output priority -90; policy accept;"
+
+
+def test_every_connection_is_tracked_outside_the_default_conntrack_zone() -> None:
+    # SO_ORIGINAL_DST looks in zone 0 only: the proxy takes the TPROXYed socket's address, never a ClusterIP.
+    ruleset = render_linux(model()).ruleset
+    assert chain(ruleset, "conntrack_zone") == [
+        "type filter hook prerouting priority raw; policy accept;",
+        f"ct zone set {CONNTRACK_ZONE}",
+    ]
+    assert chain(ruleset, "conntrack_zone_output") == [
+        "type filter hook output priority raw; policy accept;",
+        f"ct zone set {CONNTRACK_ZONE}",
+    ]
+    assert CONNTRACK_ZONE != 0
+
+
+def test_pod_translated_to_itself_is_source_nated_to_the_gateway() -> None:
+    ruleset = render_linux(model()).ruleset
+    assert "elements = { 10.244.1.5 . 10.244.1.5, 10.244.1.6 . 10.244.1.6, 10.244.1.7 . 10.244.1.7 }" in ruleset
+    assert chain(ruleset, "hairpin") == [
+        "type nat hook postrouting priority srcnat; policy accept;",
+        'ct status dnat ip saddr . ip daddr @pod_pairs counter snat ip to 10.244.1.1 comment "hairpin"',
+    ]
 
 
 def test_translation_skips_captured_traffic_and_refuses_what_is_left() -> None:
@@ -172,10 +208,26 @@ def test_vpp_translates_cluster_ips_with_cnat() -> None:
     assert validate_cli(vpp.cli) == [] and validate_startup(vpp.startup_conf) == []
     assert "plugin cnat_plugin.so { enable }" in vpp.startup_conf
     lines = vpp.cli.splitlines()
-    assert "cnat translation add proto TCP vip 10.96.0.20 80 to ->10.244.2.7 9080 to ->10.244.2.8 9081" in lines
+    to_ratings = "to ->10.244.1.6 9080 to ->10.244.2.7 9080 to ->10.244.2.8 9081"
+    assert f"cnat translation add proto TCP vip 10.96.0.20 80 {to_ratings}" in lines
     assert "cnat translation add proto UDP vip 10.96.0.20 53 to ->10.244.1.6 5353" in lines
-    assert "comment { default/reviews 9080/TCP: no endpoint to translate to on this node }" in lines
+    assert "cnat translation add proto TCP vip 10.96.0.21 9080 to ->10.244.1.5 9080" in lines
     assert "comment { legacy/legacy 9999/SCTP: cnat translates TCP and UDP only }" in lines
+
+
+def test_vpp_translates_before_the_inbound_capture_for_pods_outside_the_mesh() -> None:
+    lines = render_vpp(model()).cli.splitlines()
+    # legacy-0 (pf0vf5) is the only non-meshed pod: its ClusterIP traffic is translated before ABF.
+    features = [line for line in lines if line.startswith("set interface feature")]
+    assert features == ["set interface feature pf0vf5 cnat-input-ip4 arc ip4-unicast"]
+    # Hairpin: the k8s policy source-NATs a pod translated to itself, to the gateway.
+    assert "set cnat snat-policy addr 10.244.1.1" in lines and "set cnat snat-policy k8s" in lines
+    assert [line.split()[-1] for line in lines if line.startswith("set cnat snat-policy if table k8s")] == [
+        "pf0vf3",
+        "pf0vf4",
+        "pf0vf5",
+    ]
+    assert not any("cnat" in line for line in render_vpp(model(services=[])).cli.splitlines())
 
 
 def test_vpp_validator_checks_translations() -> None:
