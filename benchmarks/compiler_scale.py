@@ -13,6 +13,7 @@ inflates much less.
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import statistics
 import sys
@@ -78,6 +79,7 @@ def measure(sizes: Sizes, repeat: int, all_nodes: bool, report) -> None:
         state_dir = write_state(sizes, Path(tmp) / "state")
         watch = Stopwatch()
         state = load_state(state_dir, mesh.service_cidr)
+        gc.freeze()  # as `dpumesh compile` does: the loaded state is never collected, so never rescanned
         report("load", watch.read())
     node = sorted(state.nodes)[0]
     tries = []
@@ -87,6 +89,9 @@ def measure(sizes: Sizes, repeat: int, all_nodes: bool, report) -> None:
         tries.append(watch.read())
         report("one_node_try", tries[-1])
     best = {
+        # the first compile builds every host's routes and every cluster; later ones (any node) reuse them
+        "first_seconds": tries[0]["seconds"],
+        "first_cpu_seconds": tries[0]["cpu_seconds"],
         "best_seconds": min(t["seconds"] for t in tries),
         "best_cpu_seconds": min(t["cpu_seconds"] for t in tries),
         "tries": [t["seconds"] for t in tries],
@@ -136,7 +141,16 @@ def run_size(sizes: Sizes, repeat: int, all_nodes: bool, deadline: Deadline) -> 
 
 
 def _brief(data: dict[str, Any]) -> str:
-    keep = ("seconds", "cpu_seconds", "best_seconds", "best_cpu_seconds", "envoy_bytes", "node", "value")
+    keep = (
+        "seconds",
+        "cpu_seconds",
+        "first_cpu_seconds",
+        "best_seconds",
+        "best_cpu_seconds",
+        "envoy_bytes",
+        "node",
+        "value",
+    )
     return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items() if k in keep)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from dpumesh.compiler import parity
-from dpumesh.compiler.bootstrap import bootstrap, discovery_response
+from dpumesh.compiler.bootstrap import bootstrap, discovery_response, encode_resource, encoded_discovery_response
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext
 from dpumesh.compiler.inbound import build_inbound, validate_security
@@ -120,15 +120,24 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
     steering = steering_model(ctx)
     ctx.diag.raise_if_errors()
 
-    used = [catalog.clusters[name] for name in builder.used_clusters if name in catalog.clusters]
-    clusters = catalog.fixed_clusters() + used + inbound_clusters
+    used = [name for name in builder.used_clusters if name in catalog.clusters]
+    for name in used:
+        if name not in catalog.encoded:
+            catalog.encoded[name] = encode_resource(CLUSTER, catalog.clusters[name])
+    clusters = catalog.fixed_clusters() + [catalog.clusters[name] for name in used] + inbound_clusters
     listeners = [outbound, inbound_listener]
     files: dict[str, bytes] = {
         "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
     }
     # The version is the hash of what the files say (written once, with a slot for the version itself).
     lds = dump_resources(discovery_response(LISTENER, [_strip_type(x) for x in listeners], VERSION_SLOT))
-    cds = dump_resources(discovery_response(CLUSTER, clusters, VERSION_SLOT))
+    cds = encoded_discovery_response(
+        CLUSTER,
+        [encode_resource(CLUSTER, c) for c in catalog.fixed_clusters()]
+        + [catalog.encoded[name] for name in used]
+        + [encode_resource(CLUSTER, c) for c in inbound_clusters],
+        VERSION_SLOT,
+    )
     content = hashlib.sha256(lds + cds + json.dumps(steering, sort_keys=True).encode()).hexdigest()
     version = content[:16]
     files["envoy/lds.yaml"] = _fill_version(lds, version)

@@ -7,6 +7,7 @@ cluster reaches the node's SDS service (`dpumesh sds`) over its Unix socket.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dpumesh.compiler.context import CompileContext, typed
@@ -69,3 +70,15 @@ def sds_cluster(socket_path: str) -> dict[str, Any]:
 def discovery_response(type_name: str, resources: list[dict[str, Any]], version: str) -> dict[str, Any]:
     url = f"type.googleapis.com/{type_name}"
     return {"version_info": version, "type_url": url, "resources": [{"@type": url, **r} for r in resources]}
+
+
+def encoded_discovery_response(type_name: str, resources: list[bytes], version: str) -> bytes:
+    """`discovery_response` written as compact JSON from resources already encoded (`encode_resource`)."""
+    url = f"type.googleapis.com/{type_name}"
+    head = json.dumps({"version_info": version, "type_url": url}, separators=(",", ":"))[:-1]
+    return head.encode() + b',"resources":[' + b",".join(resources) + b"]}\n"
+
+
+def encode_resource(type_name: str, resource: dict[str, Any]) -> bytes:
+    """One resource of a discovery response, compact JSON with its `@type` first."""
+    return json.dumps({"@type": f"type.googleapis.com/{type_name}", **resource}, separators=(",", ":")).encode()

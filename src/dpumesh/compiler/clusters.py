@@ -75,6 +75,7 @@ class ClusterCatalog:
     def __init__(self, ctx: CompileContext):
         self.ctx = ctx
         self.clusters: dict[str, dict[str, Any]] = {}
+        self.encoded: dict[str, bytes] = {}  # name → the cluster as CDS JSON, written once for every node
         self.hash_policies: dict[str, list[dict[str, Any]]] = {}
         self._names: dict[ClusterKey, str] = {}
         self._validated: set[str] = set()
