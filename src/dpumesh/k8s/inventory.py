@@ -172,17 +172,19 @@ _POD_CIDR_HINT = "the node's spec.podCIDR: kubectl get node {node} -o jsonpath='
 
 def check_node_pod_cidrs(nodes: Sequence[Mapping], pod_cidr: str, service_cidr: str) -> list[str]:
     """Each DPU node's ``dpumesh_node_pod_cidr`` (its spec.podCIDR and its VF address pool): set, a network
-    inside ``dpumesh_pod_cidr``, room for the gateway and pods, no overlap; fabric IPs outside the pod CIDR.
+    inside ``dpumesh_pod_cidr``, room for the gateway and pods, no overlap with each other or the service CIDR;
+    fabric IPs outside the pod CIDR.
     """
     problems: list[str] = []
     cluster = _network(pod_cidr, "dpumesh_pod_cidr", problems)
     services = _network(service_cidr, "dpumesh_service_cidr", problems)
-    if (
+    cluster_overlaps_services = (
         cluster is not None
         and services is not None
         and cluster.version == services.version
         and cluster.overlaps(services)
-    ):
+    )
+    if cluster_overlaps_services:
         problems.append(f"dpumesh_pod_cidr: {cluster} overlaps dpumesh_service_cidr ({services})")
     seen: dict[str, object] = {}
     for node in nodes:
@@ -193,6 +195,14 @@ def check_node_pod_cidrs(nodes: Sequence[Mapping], pod_cidr: str, service_cidr: 
         subnet = _network(node["pod_cidr"], var, problems)
         if subnet is None:
             continue
+        # Said once for the whole pod CIDR when that overlaps already.
+        if (
+            not cluster_overlaps_services
+            and services is not None
+            and subnet.version == services.version
+            and subnet.overlaps(services)
+        ):
+            problems.append(f"{var} {subnet} overlaps dpumesh_service_cidr {services}")
         if cluster is not None and (subnet.version != cluster.version or not subnet.subnet_of(cluster)):
             problems.append(f"{var} {subnet} is not inside dpumesh_pod_cidr {cluster}")
         elif subnet.num_addresses < 4:

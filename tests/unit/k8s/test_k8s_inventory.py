@@ -100,6 +100,14 @@ def test_node_pod_cidrs_are_set_inside_the_pod_cidr_and_disjoint():
     ]
 
 
+def test_a_node_pod_cidr_overlapping_the_service_cidr_is_named():
+    nodes = [_node("a", "10.244.1.0/24"), _node("b", "10.96.0.0/24")]
+    assert check_node_pod_cidrs(nodes, "", "10.96.0.0/12") == [
+        "dpumesh_pod_cidr: '' is not a network address/prefix ('' does not appear to be an IPv4 or IPv6 network)",
+        "host b (dpu_hosts): dpumesh_node_pod_cidr 10.96.0.0/24 overlaps dpumesh_service_cidr 10.96.0.0/12",
+    ]
+
+
 def test_node_pod_cidrs_are_compared_with_the_cluster():
     nodes = [_node("a", "10.244.1.0/24"), _node("b", "10.244.2.0/24"), _node("c", "10.244.3.0/24"), _node("d", "")]
     objects = [

@@ -20,6 +20,10 @@ CASES = {
         {"dpumesh_pod_cidr": "10.245.0.0/16"},
         "host node-1 (dpu_hosts): dpumesh_node_pod_cidr 10.244.1.0/24 is not inside dpumesh_pod_cidr 10.245.0.0/16",
     ),
+    "node pod CIDR overlapping the service CIDR": (
+        {"dpumesh_pod_cidr": "10.244.1.0/24", "dpumesh_service_cidr": "10.244.2.0/24"},
+        "host node-2 (dpu_hosts): dpumesh_node_pod_cidr 10.244.2.0/24 overlaps dpumesh_service_cidr 10.244.2.0/24",
+    ),
     "former VF address space": (
         {"spiderpool_vf_cidr": "10.250.0.0/16"},
         "spiderpool_vf_cidr: no longer used. Each DPU node's VF address pool is its pod CIDR",

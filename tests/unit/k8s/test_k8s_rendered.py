@@ -115,9 +115,31 @@ def test_lab_components_and_modes(lab_render):
     assert config["istiod"]["address"] == "istiod.istio-system.svc:15012"
     assert config["mesh"]["trustDomain"] == "cluster.local"
     assert config["nodes"] == [
-        {"name": "node-1", "socAddress": "node-1-dpu", "fabricIP": "192.168.250.1"},
-        {"name": "node-2", "socAddress": "node-2-dpu", "fabricIP": "192.168.250.2"},
+        {"name": "node-1", "socAddress": "node-1-dpu", "fabricIP": "192.168.250.1", "podCIDR": "10.244.1.0/24"},
+        {"name": "node-2", "socAddress": "node-2-dpu", "fabricIP": "192.168.250.2", "podCIDR": "10.244.2.0/24"},
     ]
+
+
+@pytest.mark.parametrize("component", ["istio_dpu_cni", "istio_dpu_controller"])
+@pytest.mark.parametrize("inventory", ["lab", "staging"])
+def test_each_node_pod_cidr_reaches_the_mesh_component_configs(renders, inventory, component):
+    """The per-node pod CIDR the VF pools use (dpumesh_node_pod_cidr) is the one the CNI and controller get."""
+    rendered = renders[inventory]
+    host_vars = ROOT / "inventories" / inventory / "host_vars"
+    expected = {}
+    for path in sorted(host_vars.glob("*.yml")):
+        values = yaml.safe_load(path.read_text())
+        if "dpumesh_node_pod_cidr" in values:
+            expected[path.stem] = values["dpumesh_node_pod_cidr"]
+    name = component.replace("_", "-")
+    configmap = yaml.safe_load((rendered / f"{component}/configmap.dpumesh-system.{name}.yaml").read_text())
+    nodes = yaml.safe_load(configmap["data"]["config.yaml"])["nodes"]
+    assert {node["name"]: node["podCIDR"] for node in nodes} == expected
+    pools = {
+        obj["spec"]["nodeName"][0]: obj["spec"]["subnet"]
+        for obj in map(yaml.safe_load, (p.read_text() for p in rendered.glob("spiderpool/spiderippool.*.yaml")))
+    }
+    assert pools == expected, "the VF pools and the mesh components must see the same per-node CIDRs"
 
 
 def test_staging_takes_the_other_switches(staging_render):
