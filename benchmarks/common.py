@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import multiprocessing
 import os
@@ -11,13 +12,21 @@ import platform
 import queue
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
 PLOTS_DIR = REPO / "docs" / "benchmarks"
+BIN = Path(sys.executable).parent  # the venv's: envoy, dpumesh, ansible-playbook
+LAB_LOCK = Path("/tmp/dpumesh-lab.lock")
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not measure (a proxy refused its config, the lab stayed busy, ...)."""
 
 
 def _run(cmd: list[str]) -> str:
@@ -40,8 +49,12 @@ def cpu_model() -> str:
 
 def envoy_version() -> str:
     from dpumesh.bundle import envoy_binary
+    from dpumesh.errors import DpumeshError
 
-    text = _run([envoy_binary(), "--version"])
+    try:
+        text = _run([envoy_binary(), "--version"])
+    except DpumeshError:
+        return "not found"
     # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL": keep the release number.
     parts = text.split("version:", 1)[-1].strip().split("/")
     return parts[1] if len(parts) > 1 else text or "unknown"
@@ -159,6 +172,101 @@ def _bounded_child(target, args: tuple, events) -> None:
         events.put(("_done", {}))
     except Exception as exc:  # reported to the parent, which records it in the result
         events.put(("_error", {"message": f"{type(exc).__name__}: {exc}"}))
+
+
+def stop_processes(processes: list[subprocess.Popen], group: bool = False, grace: float = 10.0) -> None:
+    """SIGTERM each running process (its whole process group with `group`), SIGKILL what is left after `grace` s."""
+
+    def signal_(process: subprocess.Popen, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+
+    for process in processes:
+        if process.poll() is None:
+            signal_(process, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            signal_(process, signal.SIGKILL)
+            process.wait()
+
+
+def dpumesh(*args: str, timeout: float = 600) -> str:
+    """The dpumesh CLI of this venv (the lab's public interface): its output, or BenchError with its message."""
+    done = subprocess.run([str(BIN / "dpumesh"), *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, cwd=REPO)  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(f"dpumesh {' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+    return done.stdout
+
+
+def _ancestors() -> set[int]:
+    found, pid = set(), os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
+def lab_lock_held_by_caller() -> bool:
+    """Whether a process we run under (`flock /tmp/dpumesh-lab.lock python -m ...`) holds the lab lock."""
+    inode, callers = LAB_LOCK.stat().st_ino, _ancestors()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+        if len(fields) < 6 or fields[1] != "FLOCK" or not fields[4].isdigit():
+            continue
+        if int(fields[4]) in callers and int(fields[5].rsplit(":", 1)[-1]) == inode:
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def lab_lock(wait_seconds: float) -> Iterator[None]:
+    """The shared lab lock (the one `flock` takes) for the block; kept as is when our caller holds it already."""
+    with LAB_LOCK.open("a") as handle:
+        if lab_lock_held_by_caller():
+            yield
+            return
+        give_up, announced = time.monotonic() + wait_seconds, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    raise BenchError(f"{LAB_LOCK} stayed locked for {wait_seconds:g} s (the lab is in use)") from None
+                if not announced:
+                    print(f"waiting up to {wait_seconds:g} s for {LAB_LOCK} (another lab user holds it)", flush=True)
+                    announced = True
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_main(name: str, body: Callable[[], int], interrupted: str = "") -> int:
+    """A benchmark's main: the venv's tools first on PATH, SIGTERM unwinding like Ctrl-C (every cleanup runs),
+    and a one-line reason instead of a traceback when it cannot measure."""
+    from dpumesh.errors import DpumeshError
+
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        with sigterm_as_interrupt():
+            return body()
+    except (BenchError, DpumeshError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
+        return 130
 
 
 @contextlib.contextmanager

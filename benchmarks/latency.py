@@ -20,36 +20,48 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import (
+    PLOTS_DIR,
+    REPO,
+    RESULTS_DIR,
+    BenchError,
+    dpumesh,
+    envoy_version,
+    lab_lock,
+    machine_facts,
+    pyplot,
+    run_main,
+    save_figure,
+    stop_processes,
+    write_json,
+)
 from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, compile_sidecar
 from dpumesh.dataplane.commands import run
 from dpumesh.dataplane.model import gateway_ip
-from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths, proxy, supervisor
+from dpumesh.lab.apply import compile_lab
+from dpumesh.lab.plan import PodPlan
 from dpumesh.lab.preflight import envoy_path
 from dpumesh.state import build_state
 from dpumesh.state.load import load_manifest_dir
 from dpumesh.state.model import ClusterState
 
-ROOT = Path(__file__).resolve().parent.parent
-STATE_DIR = ROOT / "benchmarks" / "lab_states" / "latency"
-RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
-PLOT = ROOT / "docs" / "benchmarks" / "latency.svg"
-LAB_LOCK = Path("/tmp/dpumesh-lab.lock")
-BIN = Path(sys.executable).parent
+STATE_DIR = REPO / "benchmarks" / "lab_states" / "latency"
+RESULTS = RESULTS_DIR / "latency.json"
+PLOT = PLOTS_DIR / "latency.svg"
 
 PATHS = ("direct", "shared", "sidecar")
 NAMESPACES = {"direct": "bench-direct", "shared": "bench-shared", "sidecar": "bench-sidecar"}
@@ -61,60 +73,6 @@ CLIENT_SA, SERVER_SA = "client", "server"
 
 
 # -- the lab --------------------------------------------------------------------------------------------------
-def dpumesh(*args: str, timeout: float = 180) -> str:
-    """Run the dpumesh CLI (the lab's public interface); its output, or DpumeshError with it."""
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    done = subprocess.run(
-        [str(BIN / "dpumesh"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, check=False
-    )
-    if done.returncode != 0:
-        raise DpumeshError(f"dpumesh {' '.join(args)} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout
-
-
-def _ancestors() -> set[int]:
-    found, pid = set(), os.getppid()
-    while pid > 1 and pid not in found:
-        found.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return found
-
-
-def lock_held_by_caller() -> bool:
-    """Whether a process we run under (`flock /tmp/dpumesh-lab.lock python -m ...`) holds the lab lock."""
-    inode, callers = LAB_LOCK.stat().st_ino, _ancestors()
-    holders = set()
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
-        if len(fields) > 5 and fields[1] == "FLOCK" and fields[4].isdigit():
-            holders.add((int(fields[4]), int(fields[5].rsplit(":", 1)[-1])))
-    return any((pid, inode) in holders for pid in callers)
-
-
-def hold_lab_lock(wait: float) -> Any:
-    """The shared lab lock, held until the returned file is closed; None when our caller holds it already."""
-    handle = LAB_LOCK.open("a")
-    if lock_held_by_caller():
-        handle.close()
-        return None
-    deadline, announced = time.monotonic() + wait, False
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                raise DpumeshError(f"{LAB_LOCK} is still held by another lab user after {wait:.0f} s") from None
-            if not announced:
-                print(f"waiting up to {wait:.0f} s for {LAB_LOCK} (another lab user holds it)", flush=True)
-                announced = True
-            time.sleep(1)
-
-
 def foreign_supervisors() -> list[int]:
     """Lab supervisors of other runtime directories (DPUMESH_LAB_DIR): they would fight ours over the namespaces."""
     ours = supervisor.supervisor_pid()
@@ -137,26 +95,8 @@ def check_no_foreign_lab(grace: float = 30.0) -> None:
     while found := foreign_supervisors():
         if time.monotonic() > deadline:
             pids = ", ".join(map(str, found))
-            raise DpumeshError(
-                f"a lab supervisor of another lab directory runs (pid {pids}); bring that lab down first"
-            )
+            raise BenchError(f"a lab supervisor of another lab directory runs (pid {pids}); bring that lab down first")
         time.sleep(1)
-
-
-@dataclass(frozen=True)
-class LabPod:
-    namespace: str
-    name: str
-    ip: str
-    node: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def netns(self) -> str:
-        return paths.pod_netns(self.namespace, self.name)
 
 
 def meshed_variant(state_dir: Path, namespace: str, service_cidr: str) -> ClusterState:
@@ -206,7 +146,7 @@ class Proxy:
 def _envoy_pid(pid: int, what: str) -> int:
     comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}").exists() else ""
     if comm != "envoy":
-        raise DpumeshError(f"{what}: pid {pid} is {comm or 'gone'}, not Envoy")
+        raise BenchError(f"{what}: pid {pid} is {comm or 'gone'}, not Envoy")
     return pid
 
 
@@ -216,24 +156,11 @@ def lab_proxies(state: ClusterState, admin_port: int) -> dict[str, Proxy]:
     for node in sorted(n.name for n in state.nodes.values() if n.has_dpu):
         pid = (status.get(f"envoy-{node}") or {}).get("pid")
         if not pid:
-            raise DpumeshError(f"the dpu-proxy of {node} is not running")
+            raise BenchError(f"the dpu-proxy of {node} is not running")
         found[node] = Proxy(
             f"dpu-proxy {node}", paths.dpu_netns(node), _envoy_pid(pid, f"dpu-proxy {node}"), admin_port
         )
     return found
-
-
-def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
-    """TERM each process group we started, KILL what is still there after 10 s."""
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def capture_rules(mesh: MeshSettings, inbound_ports: list[int]) -> str:
@@ -287,7 +214,7 @@ class Sidecars:
             key = f"{namespace}/{name}"
             pod = next(p for p in meshed.pods if p.meta.key == key)
             if lab_ips.get(key) != pod.ip:
-                raise DpumeshError(f"{key}: IP {pod.ip} in the meshed state, {lab_ips.get(key)} in the lab")
+                raise BenchError(f"{key}: IP {pod.ip} in the meshed state, {lab_ips.get(key)} in the lab")
             root = self.workdir / namespace / name
             layout = dataclasses.replace(
                 self.mesh.proxy, watch_dir="", config_dir=str(root / "envoy"), cert_dir=str(root / "certs")
@@ -313,7 +240,7 @@ class Sidecars:
         deadline = time.monotonic() + timeout
         while True:
             if self.processes[key].poll() is not None:
-                raise DpumeshError(f"the sidecar of {key} exited; see {self.workdir}/envoy-*.log")
+                raise BenchError(f"the sidecar of {key} exited; see {self.workdir}/envoy-*.log")
             try:
                 live = run(
                     ["curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{sidecar.admin_port}/ready"], sidecar.netns
@@ -322,17 +249,17 @@ class Sidecars:
                     ["curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{sidecar.admin_port}/listeners"],
                     sidecar.netns,
                 )
-            except DpumeshError:
+            except BenchError:
                 live, listeners = "", ""
             if live.strip() == "LIVE" and {"outbound", "inbound"} <= {ln.split(":")[0] for ln in listeners.split()}:
                 _envoy_pid(sidecar.pid, f"sidecar of {key}")
                 return
             if time.monotonic() > deadline:
-                raise DpumeshError(f"the sidecar of {key} is not ready after {timeout:.0f} s")
+                raise BenchError(f"the sidecar of {key} is not ready after {timeout:.0f} s")
             time.sleep(0.2)
 
     def stop(self) -> None:
-        stop_processes(list(self.processes.values()))
+        stop_processes(list(self.processes.values()), group=True)
         for proxy_ in self.proxies.values():
             run(["nft", "delete", "table", "ip", "dpumesh_bench_capture"], proxy_.netns, check=False)
 
@@ -345,14 +272,14 @@ class Bench:
     args: argparse.Namespace
     mesh: MeshSettings
     state: ClusterState
-    pods: dict[str, LabPod]
+    pods: dict[str, PodPlan]
     proxies: dict[str, Proxy]  # every Envoy of the run, by "node-N" or "ns/pod"
 
-    def pod(self, namespace: str, name: str) -> LabPod:
+    def pod(self, namespace: str, name: str) -> PodPlan:
         return self.pods[f"{namespace}/{name}"]
 
 
-def expected_requests(path: str, client: LabPod, server: LabPod) -> dict[tuple[str, str], int]:
+def expected_requests(path: str, client: PodPlan, server: PodPlan) -> dict[tuple[str, str], int]:
     """(proxy, listener side) -> how many of the measured requests it must see; every other counter stays."""
     if path == "direct":
         return {}
@@ -361,29 +288,27 @@ def expected_requests(path: str, client: LabPod, server: LabPod) -> dict[tuple[s
     return {(client.key, "outbound"): 1, (server.key, "inbound"): 1}
 
 
-def check_answer(bench: Bench, path: str, client: LabPod, server: LabPod, answer: dict[str, Any]) -> dict[str, str]:
+def check_answer(bench: Bench, path: str, client: PodPlan, server: PodPlan, answer: dict[str, Any]) -> dict[str, str]:
     """The echo's view of one request: the right server, reached from the right peer, with the right identity."""
     source = str(answer.get("source", "")).rsplit(":", 1)[0]
     xfcc = answer.get("headers", {}).get("x-forwarded-client-cert", "")
     if (answer.get("namespace"), answer.get("pod")) != (server.namespace, server.name):
-        raise DpumeshError(
+        raise BenchError(
             f"{path}: {client.key} reached {answer.get('namespace')}/{answer.get('pod')}, not {server.key}"
         )
     # The shared proxy reaches pods from its DPU's gateway address; a sidecar from inside the pod.
     peer = {"direct": client.ip, "shared": gateway_ip(bench.state.nodes[server.node].pod_cidr), "sidecar": server.ip}
     peer = peer[path]
     if source != peer:
-        raise DpumeshError(f"{path}: {server.key} saw the request come from {source}, expected {peer}")
+        raise BenchError(f"{path}: {server.key} saw the request come from {source}, expected {peer}")
     if path == "direct":
         if xfcc:
-            raise DpumeshError(f"direct: {server.key} got a client certificate header ({xfcc}); a proxy is on the path")
+            raise BenchError(f"direct: {server.key} got a client certificate header ({xfcc}); a proxy is on the path")
     else:
         client_id = bench.mesh.spiffe(client.namespace, CLIENT_SA)
         server_id = bench.mesh.spiffe(server.namespace, SERVER_SA)
         if f"URI={client_id}" not in xfcc or f"By={server_id}" not in xfcc:
-            raise DpumeshError(
-                f"{path}: x-forwarded-client-cert {xfcc!r} does not show mTLS {client_id} -> {server_id}"
-            )
+            raise BenchError(f"{path}: x-forwarded-client-cert {xfcc!r} does not show mTLS {client_id} -> {server_id}")
     return {"source": source, "x-forwarded-client-cert": xfcc}
 
 
@@ -391,13 +316,13 @@ def request_counts(bench: Bench) -> dict[tuple[str, str], int]:
     return {(name, side): n for name, p in bench.proxies.items() for side, n in p.requests().items()}
 
 
-def run_load_from(bench: Bench, client: LabPod, url: str, count: int) -> dict[str, Any]:
+def run_load_from(bench: Bench, client: PodPlan, url: str, count: int) -> dict[str, Any]:
     args = bench.args
     argv = ["lab", "exec", client.key, "--", sys.executable, "-m", "benchmarks.load", url, "--count", str(count)]
     argv += ["--rate", str(args.rate), "--connections", str(args.connections), "--timeout", str(args.timeout)]
     summary = json.loads(dpumesh(*argv, timeout=count / args.rate + args.timeout + 60))
     if summary["errors"]:
-        raise DpumeshError(f"{client.key} -> {url}: {summary['errors']} failed requests {summary['error_kinds']}")
+        raise BenchError(f"{client.key} -> {url}: {summary['errors']} failed requests {summary['error_kinds']}")
     return summary
 
 
@@ -423,7 +348,7 @@ def run_case(bench: Bench, path: str, placement: str) -> dict[str, Any]:
     for key in counts_before:
         got, want = counts_after[key] - counts_before[key], expected.get(key, 0) * bench.args.count
         if got != want:
-            raise DpumeshError(f"{placement} {path}: {key[1]} listener of {key[0]} counted {got} requests, not {want}")
+            raise BenchError(f"{placement} {path}: {key[1]} listener of {key[0]} counted {got} requests, not {want}")
     return {
         "path": path,
         "placement": placement,
@@ -482,15 +407,11 @@ def comparisons(cases: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def envoy_version() -> str:
-    text = subprocess.run([envoy_path(), "--version"], capture_output=True, text=True, check=False).stdout
-    return text.split("version:", 1)[-1].strip().split("/")[1] if "/" in text else text.strip()
-
-
-def report(args: argparse.Namespace, cases: list[dict[str, Any]], command: str) -> dict[str, Any]:
+def report(args: argparse.Namespace, cases: list[dict[str, Any]], command: str, machine: dict) -> dict[str, Any]:
     return {
         "benchmark": "latency",
         "command": command,
+        "machine": machine,
         "parameters": {
             "count": args.count,
             "rate": args.rate,
@@ -510,21 +431,8 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]], command: str) 
     }
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def plot(result: dict[str, Any], target: Path) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(result: dict[str, Any], target: Path) -> Path:
+    plt = pyplot()
     cases = {(c["placement"], c["path"]): c for c in result["cases"]}
     colours = {"direct": "#9e9e9e", "shared": "#1f77b4", "sidecar": "#ff7f0e"}
     labels = {"direct": "(a) direct", "shared": "(b) shared dpu-proxy", "sidecar": "(c) sidecar pair"}
@@ -558,45 +466,33 @@ def plot(result: dict[str, Any], target: Path) -> None:
         f"{result['environment']['cpus']}-core machine (noisy: compare ratios)",
         fontsize=10,
     )
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
-    plt.close(figure)
-    write_atomic(target, buffer.getvalue())
+    return save_figure(figure, target)
 
 
 # -- entry point ----------------------------------------------------------------------------------------------
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
-
-
-def bench_state(state_dir: Path, mesh: MeshSettings) -> tuple[ClusterState, dict[str, LabPod]]:
-    """The lab state and its pods, checked before the lab is touched."""
-    from dpumesh.state import load_state
-
-    state = load_state(state_dir, mesh.service_cidr)
-    pods = {p.meta.key: LabPod(p.namespace, p.name, p.ip, p.node) for p in state.pods}
+def bench_state(state_dir: Path, mesh: MeshSettings) -> tuple[ClusterState, dict[str, PodPlan]]:
+    """The lab state and its pods as the lab will build them, checked before the lab is touched."""
+    plan, _, state = compile_lab(state_dir, mesh)
+    pods = {p.key: p for p in plan.pods}
     wanted = {
         f"{ns}/{name}" for ns in NAMESPACES.values() for name in (CLIENT, *(f"{s}-0" for s in PLACEMENTS.values()))
     }
     if wanted - set(pods):
-        raise DpumeshError(f"{state_dir}: the benchmark needs pods {', '.join(sorted(wanted - set(pods)))}")
+        raise BenchError(f"{state_dir}: the benchmark needs pods {', '.join(sorted(wanted - set(pods)))}")
     return state, pods
 
 
 def measure(
-    args: argparse.Namespace, mesh: MeshSettings, state: ClusterState, pods: dict[str, LabPod]
+    args: argparse.Namespace, mesh: MeshSettings, state: ClusterState, pods: dict[str, PodPlan]
 ) -> list[dict[str, Any]]:
     """Bring the lab up, run every case, and leave the lab down whatever happens."""
-    import tempfile
-
     check_no_foreign_lab()
     dpumesh("lab", "down")
     workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-latency-"))
     sidecars: Sidecars | None = None
     try:
         print(f"lab apply {args.state}", flush=True)
-        dpumesh("lab", "apply", str(args.state))
+        dpumesh("lab", "apply", str(args.state), timeout=180)
         sidecars = Sidecars(args.state, state, mesh, workdir)
         sidecars.start(NAMESPACES["sidecar"], SIDECAR_PODS)
         proxies = {**lab_proxies(state, mesh.proxy.admin_port), **sidecars.proxies}
@@ -605,8 +501,28 @@ def measure(
     finally:
         if sidecars is not None:
             sidecars.stop()
-        dpumesh("lab", "down")
+        dpumesh("lab", "down", timeout=180)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
+    machine = machine_facts()
+    mesh = MeshSettings()
+    state, pods = bench_state(args.state, mesh)
+    with lab_lock(args.lock_wait):
+        started = time.monotonic()
+        cases = measure(args, mesh, state, pods)
+    command = "python -m benchmarks.latency " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = report(args, cases, command.strip(), machine)
+    write_json(args.json, result)
+    plot(result, args.plot)
+    for placement, comparison in result["comparisons"].items():
+        print(
+            f"{placement}: shared/sidecar latency {comparison['shared_over_sidecar_latency']}, "
+            f"proxy CPU {comparison['shared_over_sidecar_proxy_cpu']}"
+        )
+    print(f"wrote {args.json} and {args.plot} ({time.monotonic() - started:.0f} s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -619,44 +535,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-wait", type=float, default=900, help="seconds to wait for the lab lock (default 900)")
     parser.add_argument("--state", type=Path, default=STATE_DIR, help="lab state directory")
     parser.add_argument(
-        "--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})"
+        "--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(REPO)})"
     )
-    parser.add_argument("--plot", type=Path, default=PLOT, help=f"plot file (default {PLOT.relative_to(ROOT)})")
+    parser.add_argument("--plot", type=Path, default=PLOT, help=f"plot file (default {PLOT.relative_to(REPO)})")
     args = parser.parse_args(argv)
     if args.count < 1 or args.rate <= 0 or args.connections < 1 or args.warmup < 0 or args.timeout <= 0:
         parser.error("--count and --connections must be at least 1, --rate and --timeout positive, --warmup >= 0")
     if os.geteuid() != 0:
-        print("latency: the lab needs root (network namespaces, nftables)", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)
-    os.environ["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"  # envoy for validating the sidecar configs
-    lock = None
-    try:
-        mesh = MeshSettings()
-        state, pods = bench_state(args.state, mesh)
-        lock = hold_lab_lock(args.lock_wait)
-        started = time.monotonic()
-        cases = measure(args, mesh, state, pods)
-    except DpumeshError as exc:
-        print(f"latency: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("latency: interrupted; sidecars, servers and the lab were stopped", file=sys.stderr)
-        return 130
-    finally:
-        if lock is not None:
-            lock.close()
-    command = "python -m benchmarks.latency " + " ".join(argv if argv is not None else sys.argv[1:])
-    result = report(args, cases, command.strip())
-    write_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
-    plot(result, args.plot)
-    for placement, comparison in result["comparisons"].items():
-        print(
-            f"{placement}: shared/sidecar latency {comparison['shared_over_sidecar_latency']}, "
-            f"proxy CPU {comparison['shared_over_sidecar_proxy_cpu']}"
-        )
-    print(f"wrote {args.json} and {args.plot} ({time.monotonic() - started:.0f} s)")
-    return 0
+        parser.error("needs root: the lab builds network namespaces and nftables rules")
+    return run_main("latency", lambda: run_benchmark(args, argv), "sidecars, servers and the lab were stopped")
 
 
 if __name__ == "__main__":

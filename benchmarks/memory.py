@@ -39,12 +39,14 @@ import yaml
 from benchmarks.common import (
     PLOTS_DIR,
     RESULTS_DIR,
+    BenchError,
     Deadline,
     machine_facts,
     pyplot,
     run_bounded,
+    run_main,
     save_figure,
-    sigterm_as_interrupt,
+    stop_processes,
     write_json,
 )
 from benchmarks.compiler_scale import bundle_sizes
@@ -62,10 +64,6 @@ READY_SECONDS = 600.0  # a shared config of tens of MB takes minutes to load on 
 SETTLE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1
 INOTIFY_INSTANCES = 8192
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure (an Envoy refused its config, never got ready, ...)."""
 
 
 class OutOfTime(BenchError):
@@ -203,12 +201,7 @@ def sds_service(socket_path: Path, cert_dir: Path) -> Iterator[subprocess.Popen]
             raise BenchError(f"{exc}: {_last_line(socket_path.parent)}") from exc
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_processes([process])
 
 
 def _last_line(workdir: Path) -> str:
@@ -294,17 +287,9 @@ def wait_loaded(proxies: list[Proxy], deadline: Deadline, sds: subprocess.Popen)
 
 
 def stop(proxies: list[Proxy]) -> None:
+    stop_processes([p.process for p in proxies if p.process is not None])
     for proxy in proxies:
-        if proxy.process is not None and proxy.process.poll() is None:
-            proxy.process.terminate()
-    for proxy in proxies:
-        if proxy.process is not None:
-            try:
-                proxy.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proxy.process.kill()
-                proxy.process.wait()
-            proxy.process = None
+        proxy.process = None
 
 
 def memory_of(pid: int) -> dict[str, int]:
@@ -558,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs root: every Envoy runs in its own network namespace")
     if args.services < 10:
         parser.error("--services must be at least 10")
+    return run_main("memory benchmark", lambda: measure(args, argv), "every Envoy it started is stopped")
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None) -> int:
     deadline = Deadline(args.max_seconds)
     result: dict[str, Any] = {
         "benchmark": "memory",
@@ -567,15 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     workdir = Path(tempfile.mkdtemp(prefix="dpumesh-bench-memory-"))
     try:
-        with sigterm_as_interrupt(), inotify_instances(INOTIFY_INSTANCES) as instances:
+        with inotify_instances(INOTIFY_INSTANCES) as instances:
             result["inotify_max_user_instances"] = instances
             result.update(run(args, deadline, workdir))
-    except BenchError as exc:
-        print(f"memory benchmark: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("memory benchmark: interrupted; every Envoy it started is stopped", file=sys.stderr)
-        return 130
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
