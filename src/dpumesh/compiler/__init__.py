@@ -146,7 +146,7 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
     files["steering.json"] = dump_report(steering)
     files["describe.txt"] = describe(listeners, clusters, steering).encode()
     report = parity.report(ctx)
-    files["parity.json"] = dump_report(report)
+    files["parity.json"] = dump_resources(report)  # compact: parity.txt is the readable form
     files["parity.txt"] = parity.summary(report).encode()
     stats = {
         "classes": len(classes),

@@ -129,8 +129,8 @@ def _class_gate(classes: list[SourceClass]) -> dict[str, Any]:
     return _gate(tuple(c.name for c in classes))
 
 
-def _gated(route: dict[str, Any], classes: list[SourceClass], **extra: Any) -> dict[str, Any]:
-    return {**route, "match": {**route["match"], "filter_state": _class_gate(classes), **extra}}
+def _gated(route: dict[str, Any], gate: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**route, "match": {**route["match"], "filter_state": gate, **extra}}
 
 
 def _terminal(routes: list[dict[str, Any]]) -> bool:
@@ -148,6 +148,10 @@ class OutboundBuilder:
         self._plain: list[SourceClass] = []
         self._scoped: list[SourceClass] = []
         self._namespaces: set[str] = set()
+        self._seen: dict[tuple, list[SourceClass]] = {}
+        self._keep: list[list[SourceClass]] = []
+        self._gates: dict[int, tuple[list[SourceClass], dict[str, Any]]] = {}
+        self._outsiders: dict[tuple, tuple[list[SourceClass], list[SourceClass]]] = {}
 
     # -- the listener ---------------------------------------------------------------------
     def build(self, classes: list[SourceClass]) -> dict[str, Any]:
@@ -263,14 +267,28 @@ class OutboundBuilder:
         return out
 
     def seen_by(self, host: Host) -> list[SourceClass]:
-        if host.export_to in ([], ["*"]):
-            plain = self._plain
-        else:
-            plain = [c for c in self._plain if host.visible_to(c.namespace)]
-        if not self._scoped:
-            return plain
-        scoped = [c for c in self._scoped if sees(self.ctx, c, host)]
-        return sorted(plain + scoped, key=lambda c: c.name) if scoped else plain
+        """The classes that see the host; hosts seen by the same classes share one list object."""
+        exported = "*" if host.export_to in ([], ["*"]) else (host.namespace, tuple(host.export_to))
+        scoped = tuple(c.name for c in self._scoped if host.fqdn in self._scope_of(c))
+        key = (exported, scoped)
+        if key not in self._seen:
+            plain = [c for c in self._plain if exported == "*" or host.visible_to(c.namespace)]
+            self._seen[key] = sorted(plain + [c for c in self._scoped if c.name in scoped], key=lambda c: c.name)
+        return self._seen[key]
+
+    def _scope_of(self, cls: SourceClass) -> frozenset[str]:
+        """The hosts a Sidecar's egress lets the class see (exportTo aside), once per state."""
+        key = ("egress-scope", cls.sidecar.meta.key, cls.namespace)
+        if key not in self.ctx.memo:
+            self.ctx.memo[key] = frozenset(h.fqdn for h in self.ctx.registry.hosts.values() if sees(self.ctx, cls, h))
+        return self.ctx.memo[key]
+
+    def gate(self, classes: list[SourceClass]) -> dict[str, Any]:
+        """The filter_state condition selecting `classes` (one per list object)."""
+        found = self._gates.get(id(classes))
+        if found is None or found[0] is not classes:
+            found = self._gates[id(classes)] = (classes, _class_gate(classes))
+        return found[1]
 
     def views(self, host: Host, classes: list[SourceClass]) -> dict[View, list[SourceClass]]:
         dep = host_dependence(self.ctx, host)
@@ -409,6 +427,7 @@ class OutboundBuilder:
     def http_chain(self, port: int, hosts: list[tuple[Host, list[SourceClass]]], http_classes: set[str]) -> str:
         """One HTTP chain and route table for the port, shared by every class that has HTTP hosts on it."""
         users = [c for c in self.classes if c.name in http_classes]
+        self._keep.append(users)  # caches below are keyed by the identity of these lists
         claims: dict[str, list[tuple[Host, str]]] = {}  # domain → (host, the only namespace allowed or "")
         for host, _ in hosts:
             for domain in host_domains(host, port):
@@ -459,17 +478,26 @@ class OutboundBuilder:
         """What classes that do not know a host get for it: Istio's allow_any or block_all, gated."""
         out = []
         for policy in ("ALLOW_ANY", "REGISTRY_ONLY"):
-            group = [c for c in classes if (c.outbound_policy == "ALLOW_ANY") == (policy == "ALLOW_ANY")]
+            group = self._policy_group(classes, policy)
             if group:
-                out.append(_gated(_unknown_host_route(policy), group, **extra))
+                out.append(_gated(_unknown_host_route(policy), self.gate(group), **extra))
         return out
 
+    def _policy_group(self, classes: list[SourceClass], policy: str) -> list[SourceClass]:
+        """The classes of `classes` with this outbound policy (`classes` itself when all have it)."""
+        allow = policy == "ALLOW_ANY"
+        if all((c.outbound_policy == "ALLOW_ANY") == allow for c in classes):
+            return classes
+        key = (id(classes), policy)
+        if key not in self._outsiders:
+            self._outsiders[key] = ([c for c in classes if (c.outbound_policy == "ALLOW_ANY") == allow], classes)
+        return self._outsiders[key][0]
+
     def host_vhost(self, port, host, seen, users, domains, short) -> dict[str, Any]:
-        seen_names = {c.name for c in seen}
-        routes = self.fallback_routes([c for c in users if c.name not in seen_names])
+        hidden, strangers = self.outsiders(seen, users, host.namespace)
+        routes = self.fallback_routes(hidden)
         if short:
             # The short name resolves only in the host's namespace; other classes treat it as an unknown host.
-            strangers = [c for c in seen if c.namespace != host.namespace]
             authority = {
                 "name": ":authority",
                 "string_match": {"safe_regex": {"regex": "|".join(map(re.escape, short))}},
@@ -481,13 +509,24 @@ class OutboundBuilder:
         routes += self.assemble(per_view, ungated_last=True)
         return {"name": f"{host.fqdn}:{port}", "domains": domains + short, "routes": routes}
 
+    def outsiders(self, seen, users, namespace: str) -> tuple[list[SourceClass], list[SourceClass]]:
+        """(users that do not see the host, classes that see it from another namespace), one list per case."""
+        key = (id(seen), id(users), namespace)
+        if key not in self._outsiders:
+            names = {c.name for c in seen}
+            self._outsiders[key] = (
+                [c for c in users if c.name not in names],
+                [c for c in seen if c.namespace != namespace],
+            )
+        return self._outsiders[key]
+
     def assemble(self, per_view: list[tuple[list[dict], list[SourceClass]]], ungated_last: bool) -> list[dict]:
         """Each group's routes gated by its classes; the largest group ungated last when that is safe."""
         per_view = sorted(per_view, key=lambda x: (-len(x[1]), x[1][0].name))
         last = None
         if ungated_last and all(_terminal(r) for r, _ in per_view[1:]):
             last = per_view.pop(0)
-        routes = [_gated(r, group) for group_routes, group in per_view for r in group_routes]
+        routes = [_gated(r, self.gate(group)) for group_routes, group in per_view for r in group_routes]
         return routes + list(last[0]) if last else routes
 
     def contested_vhosts(self, port, contested, hosts, users) -> list[dict[str, Any]]:
