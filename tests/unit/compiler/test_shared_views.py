@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from benchmarks.generate import Sizes, write_state
 
+from benchmarks.generate import Sizes, write_state
 from dpumesh.compiler import MeshSettings, prepare
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.outbound import OutboundBuilder
