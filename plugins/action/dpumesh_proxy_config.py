@@ -90,9 +90,14 @@ class ActionModule(ActionBase):
         except (DpumeshError, TypeError) as exc:
             raise AnsibleActionFail(f"dpumesh_proxy_config: {exc}") from None
 
+        result.update(version=bundle.version, stats=bundle.stats, warnings=[str(w) for w in bundle.warnings])
+        # The version is the hash of the config: the same version active on the target means nothing to send
+        # (dpumesh_activate would change nothing either), so an unchanged node costs one remote call.
+        if self._remote_version(root, task_vars) == bundle.version:
+            result.update(changed=False, current=bundle.version)
+            return result
         before = self._remote_text(f"{root}/current/describe.txt", task_vars)
         after = bundle.files["describe.txt"].decode()
-        result.update(version=bundle.version, stats=bundle.stats, warnings=[str(w) for w in bundle.warnings])
         if self._task.diff and before != after:
             result["diff"] = {
                 "before": before,
@@ -138,6 +143,16 @@ class ActionModule(ActionBase):
             return result
         result.update(changed=activated.get("changed", False), current=activated.get("current"))
         return result
+
+    def _remote_version(self, root: str, task_vars) -> str | None:
+        """The version `current` points at on the target (as dpumesh_activate reads it), or None."""
+        found = self._execute_module(
+            "ansible.builtin.stat",
+            module_args={"path": f"{root}/current", "get_checksum": False, "get_mime": False, "get_attributes": False},
+            task_vars=task_vars,
+        )
+        stat = found.get("stat") or {}
+        return os.path.basename(stat["lnk_target"]) if stat.get("islnk") and stat.get("lnk_target") else None
 
     def _remote_text(self, path: str, task_vars) -> str:
         slurped = self._execute_module("ansible.builtin.slurp", module_args={"src": path}, task_vars=task_vars)
