@@ -51,6 +51,7 @@ from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, compile_sidecar
 from dpumesh.dataplane.commands import run
 from dpumesh.dataplane.model import gateway_ip
+from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths, proxy, supervisor
 from dpumesh.lab.apply import compile_lab
 from dpumesh.lab.plan import PodPlan
@@ -249,7 +250,7 @@ class Sidecars:
                     ["curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{sidecar.admin_port}/listeners"],
                     sidecar.netns,
                 )
-            except BenchError:
+            except DpumeshError:  # not answering yet
                 live, listeners = "", ""
             if live.strip() == "LIVE" and {"outbound", "inbound"} <= {ln.split(":")[0] for ln in listeners.split()}:
                 _envoy_pid(sidecar.pid, f"sidecar of {key}")
