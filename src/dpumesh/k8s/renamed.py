@@ -34,6 +34,12 @@ RENAMED: dict[str, Replacement] = {
         "the SoC images are the entries dataplane and dpu_proxy of downloads_table "
         "(e.g. downloads_overrides: {dpu_proxy: {tag: ...}})",
     ),
+    "spiderpool_coordinator_mode": Replacement(
+        "",
+        "The spiderpool coordinator is always off: in underlay and overlay mode alike it routes the cluster "
+        "pod CIDR and the service CIDR past the VF to the host, so pod and ClusterIP traffic would miss the DPU "
+        "proxy; see docs/k8s-addons.md.",
+    ),
     "spiderpool_vf_cidr": Replacement("", _NODE_POD_CIDR),
     "spiderpool_vf_node_prefix": Replacement("", _NODE_POD_CIDR),
     "spiderpool_vf_node_subnets": Replacement("", _NODE_POD_CIDR),

@@ -31,7 +31,7 @@ def test_both_renders_cover_every_custom_kind(lab_render, staging_render, load_o
         ("SpiderIPPool", lambda o: o["spec"].pop("subnet"), "'subnet' is a required property"),
         ("SpiderIPPool", lambda o: o["spec"].update(ipVersion=5), "spec.ipVersion"),
         ("SpiderIPPool", lambda o: o["metadata"].update(namespace="x"), "must be empty for a cluster-scoped"),
-        ("SpiderMultusConfig", lambda o: o["spec"]["coordinator"].update(mode="bridged"), "spec.coordinator.mode"),
+        ("SpiderMultusConfig", lambda o: o["spec"].update(coordinator={"mode": "bridged"}), "spec.coordinator.mode"),
         ("SpiderMultusConfig", lambda o: o["spec"]["sriov"].update(vlanID=5000), "spec.sriov.vlanID"),
         ("SpiderMultusConfig", lambda o: o["metadata"].pop("namespace"), "required for a namespaced"),
         ("SriovNetworkNodePolicy", lambda o: o["spec"].pop("numVfs"), "'numVfs' is a required property"),

@@ -41,6 +41,10 @@ CASES = {
         {"k8s_common_registry_mirror": "registry.example:5000/mirror"},
         "k8s_common_registry_mirror: renamed to dpumesh_registry_mirror",
     ),
+    "former coordinator mode": (
+        {"spiderpool_coordinator_mode": "overlay"},
+        "spiderpool_coordinator_mode: no longer used. The spiderpool coordinator is always off",
+    ),
     "malformed digest": (
         {"downloads_overrides": {"multus": {"digest": "sha256:12AB"}}},
         "downloads table entry 'multus': field 'digest': 'sha256:12AB' is not sha256:<64 lower-case hex digits>",

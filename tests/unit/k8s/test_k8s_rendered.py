@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dpumesh.dataplane.model import gateway_ip
 from dpumesh.k8s.downloads import EXAMPLE_DIGEST, load_downloads_table, load_inventory_settings, resolve
 from dpumesh.k8s.manifests import file_name
 from dpumesh.k8s.validate import SUPPORTED_VERSIONS, validate_manifests
@@ -87,7 +88,7 @@ def test_lab_components_and_modes(lab_render):
         "sriov",
     ]
     smc = yaml.safe_load((lab_render / "spiderpool/spidermultusconfig.dpumesh-system.dpumesh-vf.yaml").read_text())
-    assert smc["spec"]["coordinator"]["mode"] == "underlay"
+    assert smc["spec"]["enableCoordinator"] is False
     assert smc["spec"]["sriov"]["resourceName"] == "dpumesh.io/dpumesh_vf"
     assert smc["spec"]["sriov"]["ippools"] == {"ipv4": ["dpumesh-vf-node-1", "dpumesh-vf-node-2"]}
     pool = yaml.safe_load((lab_render / "spiderpool/spiderippool.dpumesh-vf-node-2.yaml").read_text())["spec"]
@@ -159,7 +160,7 @@ def test_staging_takes_the_other_switches(staging_render):
     sp_values = yaml.safe_load((staging_render / "spiderpool/helm/spiderpool.values.yaml").read_text())
     assert sp_values["spiderpoolAgent"]["image"]["registry"] == "registry.example:5000"
     assert sp_values["spiderpoolAgent"]["image"]["repository"] == "mirror/spidernet-io/spiderpool/spiderpool-agent"
-    assert sp_values["coordinator"]["mode"] == "overlay"
+    assert sp_values["coordinator"]["mode"] == "disabled"
     assert sp_values["multus"]["multusCNI"]["install"] is False
     nad = yaml.safe_load(
         (staging_render / "spiderpool/networkattachmentdefinition.dpumesh-system.dpumesh-vf.yaml").read_text()
@@ -196,3 +197,28 @@ def test_mesh_daemonsets(staging_render, component):
         {"node-role.kubernetes.io/control-plane": ""} if name == "istio-dpu-controller" else {"dpumesh.io/dpu": "true"}
     )
     assert pod["nodeSelector"] == expected
+
+
+@pytest.mark.parametrize("inventory", ["lab", "staging"])
+def test_the_vf_network_routes_everything_through_the_dpu_as_the_dataplane_model_assumes(renders, inventory):
+    """One VF, default route to the DPU (the first address of the node's pod CIDR), nothing else.
+
+    The steering model sends ClusterIPs and every pod CIDR through the VF to the DPU; spiderpool's coordinator
+    (underlay and overlay mode alike) would route the cluster pod CIDR and the service CIDR to the host instead.
+    """
+    rendered = renders[inventory]
+    for path in rendered.glob("spiderpool/spiderippool.*.yaml"):
+        spec = yaml.safe_load(path.read_text())["spec"]
+        assert spec["gateway"] == gateway_ip(spec["subnet"]), path.name
+        assert "routes" not in spec, path.name
+    values = yaml.safe_load((rendered / "spiderpool/helm/spiderpool.values.yaml").read_text())
+    assert values["coordinator"]["mode"] == "disabled"
+    smc = rendered / "spiderpool/spidermultusconfig.dpumesh-system.dpumesh-vf.yaml"
+    nad = rendered / "spiderpool/networkattachmentdefinition.dpumesh-system.dpumesh-vf.yaml"
+    assert smc.exists() != nad.exists()
+    if smc.exists():
+        spec = yaml.safe_load(smc.read_text())["spec"]
+        assert spec["enableCoordinator"] is False and "coordinator" not in spec
+    else:
+        plugins = json.loads(yaml.safe_load(nad.read_text())["spec"]["config"])["plugins"]
+        assert [plugin["type"] for plugin in plugins] == ["sriov"]
