@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -108,6 +109,18 @@ def _fill_version(data: bytes, version: str) -> bytes:
 
 
 def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> NodeBundle:
+    # A compile allocates millions of objects and frees few cycles; with the collector on, each of its
+    # passes rescans the state and what earlier nodes cached (measured: a third of a node's time).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile_node(state, mesh, node, only_pod)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) -> NodeBundle:
     ctx = prepare(state, mesh, node, only_pod)
     ctx.diag.raise_if_errors()
     catalog = ClusterCatalog.shared(ctx)
