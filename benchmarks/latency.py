@@ -46,6 +46,7 @@ from benchmarks.common import (
     stop_processes,
     write_json,
 )
+from dpumesh import sds
 from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, compile_sidecar
@@ -200,11 +201,13 @@ def capture_rules(mesh: MeshSettings, inbound_ports: list[int]) -> str:
 
 
 class Sidecars:
-    """One Envoy per bench-sidecar pod, in the pod's namespace, with the pod's compiled sidecar config."""
+    """One Envoy per bench-sidecar pod, in the pod's namespace, with the pod's compiled sidecar config, and its
+    own SDS service (`dpumesh sds` serving that pod's certificate only, as Istio's per-pod agent does)."""
 
     def __init__(self, state_dir: Path, lab_state: ClusterState, mesh: MeshSettings, workdir: Path):
         self.state_dir, self.lab_state, self.mesh, self.workdir = state_dir, lab_state, mesh, workdir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.agents: list[subprocess.Popen[bytes]] = []
         self.proxies: dict[str, Proxy] = {}
 
     def start(self, namespace: str, pods: tuple[str, ...]) -> None:
@@ -218,12 +221,17 @@ class Sidecars:
                 raise BenchError(f"{key}: IP {pod.ip} in the meshed state, {lab_ips.get(key)} in the lab")
             root = self.workdir / namespace / name
             layout = dataclasses.replace(
-                self.mesh.proxy, watch_dir="", config_dir=str(root / "envoy"), cert_dir=str(root / "certs")
+                self.mesh.proxy,
+                watch_dir="",
+                config_dir=str(root / "envoy"),
+                cert_dir=str(root / "certs"),
+                sds_socket=str(root / "sds.sock"),  # a path: the Envoy in the pod's namespace reaches it
             )
             mesh = dataclasses.replace(self.mesh, proxy=layout)
             bundle = compile_sidecar(meshed, mesh, key)
             write_tree(root, bundle.files, lambda staged, m=mesh: validate_with_envoy(staged, m.proxy.config_dir))
             ensure_workload_certs(root / "certs", ca, self.mesh.trust_domain, [(namespace, pod.service_account)])
+            self._start_agent(root / "sds.sock", root / "certs")
             netns = paths.pod_netns(namespace, name)
             ports = [] if name == CLIENT else [SERVER_PORT]
             run(["nft", "-f", "-"], netns, stdin=capture_rules(self.mesh, ports))
@@ -236,6 +244,12 @@ class Sidecars:
             self.proxies[key] = Proxy(f"sidecar {key}", netns, self.processes[key].pid, self.mesh.proxy.admin_port)
         for key, sidecar in self.proxies.items():
             self._wait_ready(key, sidecar)
+
+    def _start_agent(self, socket_path: Path, cert_dir: Path) -> None:
+        with (socket_path.parent / "sds.log").open("wb") as log:
+            agent = subprocess.Popen(sds.command(socket_path, cert_dir), stdout=log, stderr=subprocess.STDOUT)
+        self.agents.append(agent)
+        sds.wait_until_serving(socket_path, agent, timeout=30)
 
     def _wait_ready(self, key: str, sidecar: Proxy, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -261,6 +275,7 @@ class Sidecars:
 
     def stop(self) -> None:
         stop_processes(list(self.processes.values()), group=True)
+        stop_processes(self.agents)
         for proxy_ in self.proxies.values():
             run(["nft", "delete", "table", "ip", "dpumesh_bench_capture"], proxy_.netns, check=False)
 
