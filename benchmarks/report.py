@@ -1,6 +1,6 @@
 """Markdown tables of the results in benchmarks/results, for docs/benchmarks.md.
 
-python -m benchmarks.report [memory|compiler_scale|playbook ...]
+python -m benchmarks.report [memory|compiler_scale|playbook|latency ...]
 """
 
 from __future__ import annotations
@@ -109,22 +109,46 @@ def compiler_scale(result: dict[str, Any]) -> str:
 
 def playbook(result: dict[str, Any]) -> str:
     first, second = result["first"], result["second"]
+
+    def cpu(run: dict[str, Any]) -> str:
+        return f"{run['cpu_seconds']:.1f} s" if "cpu_seconds" in run else "—"
+
     lines = [
-        "| run | wall time | changed (all hosts) |",
-        "| --- | --- | --- |",
-        f"| first (after `dpumesh lab down`) | {first['seconds']:.1f} s | {first['changed']} |",
-        f"| second (idempotent) | {second['seconds']:.1f} s | {second['changed']} |",
+        "| run | wall time | CPU time | changed (all hosts) |",
+        "| --- | ---: | ---: | ---: |",
+        f"| first (after `dpumesh lab down`) | {first['seconds']:.1f} s | {cpu(first)} | {first['changed']} |",
+        f"| second (idempotent) | {second['seconds']:.1f} s | {cpu(second)} | {second['changed']} |",
         "",
-        f"Second run: {result['ratio']:.0%} of the first (target ≤ 40 %).",
+        f"Second run: {result['ratio']:.0%} of the first in wall time"
+        + (f", {result['cpu_ratio']:.0%} in CPU time" if "cpu_ratio" in result else "")
+        + " (target ≤ 40 %).",
     ]
-    slow = first.get("slowest_tasks") or []
+    slow = second.get("slowest_tasks") or []
     if slow:
-        lines += ["", "Slowest tasks of the first run:", "", "| task | s |", "| --- | --- |"]
+        lines += ["", "Slowest tasks of the second run:", "", "| task | s |", "| --- | ---: |"]
         lines += [f"| {t['task']} | {t['seconds']:.1f} |" for t in slow[:5]]
     return "\n".join([*lines, "", _machine(result)])
 
 
-REPORTS = {"memory": memory, "compiler_scale": compiler_scale, "playbook": playbook}
+def latency(result: dict[str, Any]) -> str:
+    lines = [
+        "| placement | path | p50 ms | p90 ms | p99 ms | client lag, max ms | proxy CPU s / 1000 requests |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for case in result["cases"]:
+        ms = case["latency_ms"]
+        lines.append(
+            f"| {case['placement']} | {case['path']} | {ms['p50']:.2f} | {ms['p90']:.2f} | {ms['p99']:.2f} "
+            f"| {case['max_schedule_lag_ms']:.0f} | {case['proxy_cpu_s_per_1000_requests']:.3f} |"
+        )
+    lines += ["", "| placement | (b)/(c) latency p50 / p90 / p99 | (b)/(c) proxy CPU |", "| --- | --- | ---: |"]
+    for placement, c in result["comparisons"].items():
+        ratios = " / ".join(f"{c['shared_over_sidecar_latency'][k]:.2f}" for k in ("p50", "p90", "p99"))
+        lines.append(f"| {placement} | {ratios} | {c['shared_over_sidecar_proxy_cpu']:.2f} |")
+    return "\n".join([*lines, "", _machine(result)]) if "machine" in result else "\n".join(lines)
+
+
+REPORTS = {"memory": memory, "compiler_scale": compiler_scale, "playbook": playbook, "latency": latency}
 
 
 def main(argv: list[str] | None = None) -> int:
