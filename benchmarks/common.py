@@ -197,8 +197,11 @@ def stop_processes(processes: list[subprocess.Popen], group: bool = False, grace
 
 def dpumesh(*args: str, timeout: float = 600) -> str:
     """The dpumesh CLI of this venv (the lab's public interface): its output, or BenchError with its message."""
-    done = subprocess.run([str(BIN / "dpumesh"), *args], capture_output=True, text=True, timeout=timeout,
-                          check=False, cwd=REPO)  # fmt: skip
+    try:
+        done = subprocess.run([str(BIN / "dpumesh"), *args], capture_output=True, text=True, timeout=timeout,
+                              check=False, cwd=REPO)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"dpumesh {' '.join(args)} did not finish within {timeout:g} s") from None
     if done.returncode != 0:
         raise BenchError(f"dpumesh {' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
     return done.stdout
