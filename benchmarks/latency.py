@@ -7,11 +7,11 @@
 The lab comes up from benchmarks/lab_states/latency, where namespace bench-sidecar is outside the mesh
 (the DPU steers none of its traffic); its sidecars are compiled from the same state with that namespace
 meshed. The server pods run the lab's echo workload. Every case first proves
-its path (which proxies count the requests, what the server sees as source and client certificate),
-then sends a bounded open-loop load (benchmarks.load) from the same client program, and reads the
-proxies' CPU time before and after.
+its path (what the server sees as source and client certificate), then sends a bounded open-loop load
+(benchmarks.load) from the same client program in --rounds parts, the three paths of a placement taking
+turns, and reads the proxies' request counters and CPU time before and after each part.
 
-    python -m benchmarks.latency [--count 2000] [--rate 200]
+    python -m benchmarks.latency [--count 2000] [--rate 200] [--rounds 4]
 
 writes benchmarks/results/latency.json and docs/benchmarks/latency.svg, and leaves the lab down.
 """
@@ -46,6 +46,7 @@ from benchmarks.common import (
     stop_processes,
     write_json,
 )
+from benchmarks.load import PERCENTILES, percentile
 from dpumesh import sds
 from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
@@ -332,17 +333,39 @@ def request_counts(bench: Bench) -> dict[tuple[str, str], int]:
     return {(name, side): n for name, p in bench.proxies.items() for side, n in p.requests().items()}
 
 
-def run_load_from(bench: Bench, client: PodPlan, url: str, count: int) -> dict[str, Any]:
+def run_load_from(bench: Bench, client: PodPlan, url: str, count: int, samples: bool = False) -> dict[str, Any]:
     args = bench.args
     argv = ["lab", "exec", client.key, "--", sys.executable, "-m", "benchmarks.load", url, "--count", str(count)]
     argv += ["--rate", str(args.rate), "--connections", str(args.connections), "--timeout", str(args.timeout)]
-    summary = json.loads(dpumesh(*argv, timeout=count / args.rate + args.timeout + 60))
+    summary = json.loads(dpumesh(*argv, *(["--samples"] if samples else []), timeout=count / args.rate + 120))
     if summary["errors"]:
         raise BenchError(f"{client.key} -> {url}: {summary['errors']} failed requests {summary['error_kinds']}")
     return summary
 
 
-def run_case(bench: Bench, path: str, placement: str) -> dict[str, Any]:
+@dataclass
+class Case:
+    """One path in one placement: checked once, then measured in rounds."""
+
+    path: str
+    placement: str
+    client: PodPlan
+    server: PodPlan
+    url: str
+    seen: dict[str, str]
+    expected: dict[tuple[str, str], int]
+    samples_ms: list[float] = dataclasses.field(default_factory=list)
+    cpu_s: float = 0.0
+    max_lag_ms: float = 0.0
+    rates: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def involved(self) -> list[str]:
+        return sorted({name for name, _ in self.expected})
+
+
+def prepare_case(bench: Bench, path: str, placement: str) -> Case:
+    """Prove the path with one request (server, peer, certificate) and warm it up."""
     namespace = NAMESPACES[path]
     client, server = bench.pod(namespace, CLIENT), bench.pod(namespace, f"{PLACEMENTS[placement]}-0")
     # Outside the mesh there is no kube-proxy: pods reach each other by pod IP. In the mesh, by Service name.
@@ -353,35 +376,63 @@ def run_case(bench: Bench, path: str, placement: str) -> dict[str, Any]:
     seen = check_answer(bench, path, client, server, answer)
     if bench.args.warmup:
         run_load_from(bench, client, url, bench.args.warmup)
+    return Case(path, placement, client, server, url, seen, expected_requests(path, client, server))
 
-    expected = expected_requests(path, client, server)
-    involved = sorted({name for name, _ in expected})
+
+def measure_round(bench: Bench, case: Case, count: int) -> None:
+    """`count` requests on the case's path; every proxy's counters must show exactly the expected ones."""
     counts_before = request_counts(bench)
-    cpu_before = {name: bench.proxies[name].cpu_seconds() for name in involved}
-    summary = run_load_from(bench, client, url, bench.args.count)
-    cpu = sum(bench.proxies[name].cpu_seconds() - cpu_before[name] for name in involved)
+    cpu_before = {name: bench.proxies[name].cpu_seconds() for name in case.involved}
+    summary = run_load_from(bench, case.client, case.url, count, samples=True)
+    case.cpu_s += sum(bench.proxies[name].cpu_seconds() - cpu_before[name] for name in case.involved)
     counts_after = request_counts(bench)
     for key in counts_before:
-        got, want = counts_after[key] - counts_before[key], expected.get(key, 0) * bench.args.count
+        got, want = counts_after[key] - counts_before[key], case.expected.get(key, 0) * count
         if got != want:
-            raise BenchError(f"{placement} {path}: {key[1]} listener of {key[0]} counted {got} requests, not {want}")
+            raise BenchError(
+                f"{case.placement} {case.path}: {key[1]} listener of {key[0]} counted {got} requests, not {want}"
+            )
+    case.samples_ms += summary["samples_ms"]
+    case.max_lag_ms = max(case.max_lag_ms, summary["max_schedule_lag_ms"])
+    case.rates.append(summary["achieved_rate"])
+
+
+def run_placement(bench: Bench, placement: str) -> list[dict[str, Any]]:
+    """The three paths measured in interleaved rounds (the order rotating each round), so that a change in
+    what else runs on the machine falls on every path alike instead of on whichever case was running."""
+    cases = [prepare_case(bench, path, placement) for path in PATHS]
+    rounds = bench.args.rounds
+    for index in range(rounds):
+        count = bench.args.count // rounds + (1 if index < bench.args.count % rounds else 0)
+        for case in cases[index % len(cases) :] + cases[: index % len(cases)]:
+            measure_round(bench, case, count)
+    return [case_result(bench, case) for case in cases]
+
+
+def case_result(bench: Bench, case: Case) -> dict[str, Any]:
+    ordered = sorted(case.samples_ms)
+    latency = {f"p{p:g}": percentile(ordered, p) for p in PERCENTILES}
+    latency["mean"] = round(sum(ordered) / len(ordered), 3)
+    latency["max"] = ordered[-1]
     return {
-        "path": path,
-        "placement": placement,
-        "client": client.key,
-        "server": server.key,
-        "url": url,
-        "proxies": [bench.proxies[name].label for name in involved],
+        "path": case.path,
+        "placement": case.placement,
+        "client": case.client.key,
+        "server": case.server.key,
+        "url": case.url,
+        "proxies": [bench.proxies[name].label for name in case.involved],
         "verified": {
-            "server_saw": seen,
-            "requests_counted_by": {f"{n} {side}": c * bench.args.count for (n, side), c in sorted(expected.items())},
+            "server_saw": case.seen,
+            "requests_counted_by": {
+                f"{n} {side}": c * bench.args.count for (n, side), c in sorted(case.expected.items())
+            },
         },
-        "latency_ms": summary["latency_ms"],
-        "achieved_rate": summary["achieved_rate"],
-        "max_schedule_lag_ms": summary["max_schedule_lag_ms"],
-        "completed": summary["completed"],
-        "proxy_cpu_s": round(cpu, 3),
-        "proxy_cpu_s_per_1000_requests": round(cpu / summary["completed"] * 1000, 4),
+        "latency_ms": latency,
+        "achieved_rate": round(min(case.rates), 1),
+        "max_schedule_lag_ms": case.max_lag_ms,
+        "completed": len(ordered),
+        "proxy_cpu_s": round(case.cpu_s, 3),
+        "proxy_cpu_s_per_1000_requests": round(case.cpu_s / len(ordered) * 1000, 4),
     }
 
 
@@ -433,6 +484,7 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]], command: str, 
             "rate": args.rate,
             "connections": args.connections,
             "warmup": args.warmup,
+            "rounds": args.rounds,
             "timeout_s": args.timeout,
         },
         "environment": {
@@ -513,7 +565,7 @@ def measure(
         sidecars.start(NAMESPACES["sidecar"], SIDECAR_PODS)
         proxies = {**lab_proxies(state, mesh.proxy.admin_port), **sidecars.proxies}
         bench = Bench(args, mesh, state, pods, proxies)
-        return [run_case(bench, path, placement) for placement in PLACEMENTS for path in PATHS]
+        return [result for placement in PLACEMENTS for result in run_placement(bench, placement)]
     finally:
         if sidecars is not None:
             sidecars.stop()
@@ -547,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second (default 200)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per case (default 8)")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests before each case (default 200)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds the requests of each case are split into (default 4)"
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
     parser.add_argument("--lock-wait", type=float, default=900, help="seconds to wait for the lab lock (default 900)")
     parser.add_argument("--state", type=Path, default=STATE_DIR, help="lab state directory")
@@ -555,8 +610,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--plot", type=Path, default=PLOT, help=f"plot file (default {PLOT.relative_to(REPO)})")
     args = parser.parse_args(argv)
-    if args.count < 1 or args.rate <= 0 or args.connections < 1 or args.warmup < 0 or args.timeout <= 0:
-        parser.error("--count and --connections must be at least 1, --rate and --timeout positive, --warmup >= 0")
+    if args.rounds < 1 or args.count < args.rounds or args.rate <= 0 or args.connections < 1:
+        parser.error("--rounds and --connections must be at least 1, --count at least --rounds, --rate positive")
+    if args.warmup < 0 or args.timeout <= 0:
+        parser.error("--warmup must be >= 0 and --timeout positive")
     if os.geteuid() != 0:
         parser.error("needs root: the lab builds network namespaces and nftables rules")
     return run_main("latency", lambda: run_benchmark(args, argv), "sidecars, servers and the lab were stopped")

@@ -63,6 +63,7 @@ class LoadSummary:
     latency_ms: dict[str, float]
     max_schedule_lag_ms: float
     error_kinds: dict[str, int] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)  # every latency, ascending; only when asked for
 
 
 def percentile(ordered: list[float], p: float) -> float:
@@ -82,6 +83,7 @@ def summarize(
     rate: float,
     duration_s: float,
     max_lag_s: float,
+    keep_samples: bool = False,
 ) -> LoadSummary:
     ordered = sorted(latencies_s)
     latency: dict[str, float] = {}
@@ -99,6 +101,7 @@ def summarize(
         latency_ms=latency,
         max_schedule_lag_ms=round(max_lag_s * 1000, 3),
         error_kinds=dict(sorted(errors.items())),
+        samples_ms=[round(x * 1000, 3) for x in ordered] if keep_samples else [],
     )
 
 
@@ -173,7 +176,13 @@ async def _one_request(
 
 
 async def run_load(
-    url: str, count: int, rate: float, connections: int = 8, timeout: float = 5.0, warmup: int = 0
+    url: str,
+    count: int,
+    rate: float,
+    connections: int = 8,
+    timeout: float = 5.0,
+    warmup: int = 0,
+    keep_samples: bool = False,
 ) -> LoadSummary:
     """`warmup` requests (not measured) then `count` measured ones, all at `rate` per second."""
     if count < 1 or rate <= 0 or connections < 1 or timeout <= 0 or warmup < 0:
@@ -196,7 +205,7 @@ async def run_load(
     finally:
         for connection in opened:
             connection.close()
-    return summarize(latencies, errors, count, rate, duration, max_lag)
+    return summarize(latencies, errors, count, rate, duration, max_lag, keep_samples)
 
 
 async def _phase(
@@ -234,9 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (default 8)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
     parser.add_argument("--warmup", type=int, default=0, help="requests sent first and not measured (default 0)")
+    parser.add_argument("--samples", action="store_true", help="also print every latency (samples_ms)")
     args = parser.parse_args(argv)
     try:
-        summary = asyncio.run(run_load(args.url, args.count, args.rate, args.connections, args.timeout, args.warmup))
+        summary = asyncio.run(
+            run_load(args.url, args.count, args.rate, args.connections, args.timeout, args.warmup, args.samples)
+        )
     except (ValueError, OSError, TimeoutError) as exc:
         print(f"load: {exc}", file=sys.stderr)
         return 2
