@@ -17,7 +17,7 @@ class Replacement(NamedTuple):
 
 
 _NODE_POD_CIDR = (
-    "Each DPU node's VF address pool is its pod CIDR, dpumesh_node_pod_cidr in host_vars/<node>.yml "
+    "each DPU node's VF address pool is its pod CIDR, dpumesh_node_pod_cidr in host_vars/<node>.yml "
     "(the node's spec.podCIDR, which the compiler and the dataplane route); see docs/k8s-addons.md."
 )
 
@@ -36,7 +36,7 @@ RENAMED: dict[str, Replacement] = {
     ),
     "spiderpool_coordinator_mode": Replacement(
         "",
-        "The spiderpool coordinator is always off: in underlay and overlay mode alike it routes the cluster "
+        "the spiderpool coordinator is always off: in underlay and overlay mode alike it routes the cluster "
         "pod CIDR and the service CIDR past the VF to the host, so pod and ClusterIP traffic would miss the DPU "
         "proxy; see docs/k8s-addons.md.",
     ),
@@ -52,7 +52,7 @@ def renamed_variable_problems(names: Iterable[str]) -> list[str]:
     for old in sorted(set(names) & RENAMED.keys()):
         new, how = RENAMED[old]
         if new:
-            problems.append(f"{old}: renamed to {new} ({how}); the old name is no longer read")
+            problems.append(f"{old} is no longer read: renamed to {new} ({how})")
         else:
-            problems.append(f"{old}: no longer used. {how}")
+            problems.append(f"{old} is no longer read: {how}")
     return problems

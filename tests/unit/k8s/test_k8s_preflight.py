@@ -26,24 +26,24 @@ CASES = {
     ),
     "former VF address space": (
         {"spiderpool_vf_cidr": "10.250.0.0/16"},
-        "spiderpool_vf_cidr: no longer used. Each DPU node's VF address pool is its pod CIDR",
+        "spiderpool_vf_cidr is no longer read: each DPU node's VF address pool is its pod CIDR",
     ),
     "renamed downloads table": (
         {"k8s_common_downloads": {}},
-        "k8s_common_downloads: renamed to downloads_table (the table moved to role downloads; change entries with "
-        "downloads_overrides); the old name is no longer read",
+        "k8s_common_downloads is no longer read: renamed to downloads_table (the table moved to role downloads; "
+        "change entries with downloads_overrides)",
     ),
     "renamed download overrides": (
         {"k8s_common_download_overrides": {"multus": {"tag": "v4.2.0-thick"}}},
-        "k8s_common_download_overrides: renamed to downloads_overrides",
+        "k8s_common_download_overrides is no longer read: renamed to downloads_overrides",
     ),
     "renamed registry mirror": (
         {"k8s_common_registry_mirror": "registry.example:5000/mirror"},
-        "k8s_common_registry_mirror: renamed to dpumesh_registry_mirror",
+        "k8s_common_registry_mirror is no longer read: renamed to dpumesh_registry_mirror",
     ),
     "former coordinator mode": (
         {"spiderpool_coordinator_mode": "overlay"},
-        "spiderpool_coordinator_mode: no longer used. The spiderpool coordinator is always off",
+        "spiderpool_coordinator_mode is no longer read: the spiderpool coordinator is always off",
     ),
     "malformed digest": (
         {"downloads_overrides": {"multus": {"digest": "sha256:12AB"}}},

@@ -37,8 +37,8 @@ def test_every_new_name_is_a_variable_the_roles_read():
 def test_each_old_name_set_gets_one_message_naming_old_and_new():
     problems = renamed_variable_problems(["downloads_table", "k8s_common_registry_mirror", "spiderpool_vf_cidr"])
     assert len(problems) == 2
-    assert problems[0].startswith("k8s_common_registry_mirror: renamed to dpumesh_registry_mirror")
-    assert problems[1].startswith("spiderpool_vf_cidr: no longer used.")
+    assert problems[0].startswith("k8s_common_registry_mirror is no longer read: renamed to dpumesh_registry_mirror")
+    assert problems[1].startswith("spiderpool_vf_cidr is no longer read: each DPU node's VF address pool")
     assert "dpumesh_node_pod_cidr" in problems[1]
 
 
