@@ -70,7 +70,8 @@ class Compiled:
                 if not _string_matches(gate["string_match"], cls):
                     continue
                 headers = match.pop("headers", [])
-                if any(h["name"] == ":authority" and not _string_matches(h["string_match"], authority) for h in headers):
+                gates = [h for h in headers if h["name"] == ":authority"]
+                if any(not _string_matches(h["string_match"], authority) for h in gates):
                     continue
                 if [h for h in headers if h["name"] != ":authority"]:
                     match["headers"] = [h for h in headers if h["name"] != ":authority"]
