@@ -15,9 +15,9 @@ by every node (`ctx.memo`); a node only assembles them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from dpumesh.compiler.views import (
     ANY_NAMESPACE,
     SourceClass,
     View,
+    digest_of,
     host_dependence,
     sees,
     view_of,
@@ -78,9 +79,7 @@ def short_domains(host: Host, port: int) -> list[str]:
 def view_suffix(view: View) -> str:
     if view.namespace == ANY_NAMESPACE and not view.source_matches:
         return ""
-    digest = ""
-    if view.source_matches:
-        digest = "~" + hashlib.sha256(json.dumps(sorted(view.source_matches)).encode()).hexdigest()[:8]
+    digest = f"~{digest_of(sorted(view.source_matches))}" if view.source_matches else ""
     return f"~{view.namespace or '*'}{digest}"
 
 
@@ -149,9 +148,7 @@ class OutboundBuilder:
         self._scoped: list[SourceClass] = []
         self._namespaces: set[str] = set()
         self._seen: dict[tuple, list[SourceClass]] = {}
-        self._keep: list[list[SourceClass]] = []
-        self._gates: dict[int, tuple[list[SourceClass], dict[str, Any]]] = {}
-        self._outsiders: dict[tuple, tuple[list[SourceClass], list[SourceClass]]] = {}
+        self._per_list: dict[tuple, tuple[tuple, Any]] = {}
 
     # -- the listener ---------------------------------------------------------------------
     def build(self, classes: list[SourceClass]) -> dict[str, Any]:
@@ -283,12 +280,19 @@ class OutboundBuilder:
             self.ctx.memo[key] = frozenset(h.fqdn for h in self.ctx.registry.hosts.values() if sees(self.ctx, cls, h))
         return self.ctx.memo[key]
 
+    def per_list(self, kind: str, lists: tuple, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per identity of `lists` (the class lists this build reuses for many hosts).
+
+        The entry keeps the lists alive, so their ids cannot be reused by other lists meanwhile.
+        """
+        key = (kind, *map(id, lists))
+        if key not in self._per_list:
+            self._per_list[key] = (lists, compute())
+        return self._per_list[key][1]
+
     def gate(self, classes: list[SourceClass]) -> dict[str, Any]:
-        """The filter_state condition selecting `classes` (one per list object)."""
-        found = self._gates.get(id(classes))
-        if found is None or found[0] is not classes:
-            found = self._gates[id(classes)] = (classes, _class_gate(classes))
-        return found[1]
+        """The filter_state condition selecting `classes`."""
+        return self.per_list("gate", (classes,), lambda: _class_gate(classes))
 
     def views(self, host: Host, classes: list[SourceClass]) -> dict[View, list[SourceClass]]:
         dep = host_dependence(self.ctx, host)
@@ -427,7 +431,6 @@ class OutboundBuilder:
     def http_chain(self, port: int, hosts: list[tuple[Host, list[SourceClass]]], http_classes: set[str]) -> str:
         """One HTTP chain and route table for the port, shared by every class that has HTTP hosts on it."""
         users = [c for c in self.classes if c.name in http_classes]
-        self._keep.append(users)  # caches below are keyed by the identity of these lists
         claims: dict[str, list[tuple[Host, str]]] = {}  # domain → (host, the only namespace allowed or "")
         for host, _ in hosts:
             for domain in host_domains(host, port):
@@ -486,12 +489,10 @@ class OutboundBuilder:
     def _policy_group(self, classes: list[SourceClass], policy: str) -> list[SourceClass]:
         """The classes of `classes` with this outbound policy (`classes` itself when all have it)."""
         allow = policy == "ALLOW_ANY"
-        if all((c.outbound_policy == "ALLOW_ANY") == allow for c in classes):
-            return classes
-        key = (id(classes), policy)
-        if key not in self._outsiders:
-            self._outsiders[key] = ([c for c in classes if (c.outbound_policy == "ALLOW_ANY") == allow], classes)
-        return self._outsiders[key][0]
+        group = self.per_list(
+            policy, (classes,), lambda: [c for c in classes if (c.outbound_policy == "ALLOW_ANY") == allow]
+        )
+        return classes if len(group) == len(classes) else group
 
     def host_vhost(self, port, host, seen, users, domains, short) -> dict[str, Any]:
         hidden, strangers = self.outsiders(seen, users, host.namespace)
@@ -511,14 +512,12 @@ class OutboundBuilder:
 
     def outsiders(self, seen, users, namespace: str) -> tuple[list[SourceClass], list[SourceClass]]:
         """(users that do not see the host, classes that see it from another namespace), one list per case."""
-        key = (id(seen), id(users), namespace)
-        if key not in self._outsiders:
+
+        def compute() -> tuple[list[SourceClass], list[SourceClass]]:
             names = {c.name for c in seen}
-            self._outsiders[key] = (
-                [c for c in users if c.name not in names],
-                [c for c in seen if c.namespace != namespace],
-            )
-        return self._outsiders[key]
+            return [c for c in users if c.name not in names], [c for c in seen if c.namespace != namespace]
+
+        return self.per_list(f"outsiders:{namespace}", (seen, users), compute)
 
     def assemble(self, per_view: list[tuple[list[dict], list[SourceClass]]], ungated_last: bool) -> list[dict]:
         """Each group's routes gated by its classes; the largest group ungated last when that is safe."""

@@ -113,8 +113,12 @@ def class_name(namespace: str, sidecar: str, source_matches: frozenset[str]) -> 
     """A name that stays the same across nodes and recompiles: the namespace, plus a digest when needed."""
     if not sidecar and not source_matches:
         return namespace
-    digest = hashlib.sha256(json.dumps([sidecar, sorted(source_matches)]).encode()).hexdigest()[:8]
-    return f"{namespace}~{digest}"
+    return f"{namespace}~{digest_of([sidecar, sorted(source_matches)])}"
+
+
+def digest_of(value: object) -> str:
+    """A short, stable name part for a JSON-able value (the same in every process and on every node)."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:8]
 
 
 def build_classes(ctx: CompileContext) -> list[SourceClass]:
