@@ -30,27 +30,33 @@ def _routes(vhost: dict[str, Any]) -> list[str]:
     return lines
 
 
-def describe(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], steering: dict[str, Any]) -> str:
-    out: list[str] = []
-    for listener in listeners:
-        out.append(f"listener {listener['name']}")
-        for chain in listener.get("filter_chains", []):
-            out.append(f"  chain {chain['name']}")
-            for f in chain.get("filters", []):
-                cfg = f.get("typed_config", {})
-                for vh in (cfg.get("route_config") or {}).get("virtual_hosts", []):
-                    out.append(f"    vhost {vh['name']}")
-                    out.extend(_routes(vh))
-                if "cluster" in cfg:
-                    out.append(f"    tcp -> {cfg['cluster']}")
-    for c in clusters:
-        eps = [
-            f"{e['endpoint']['address']['socket_address']['address']}:{e['endpoint']['address']['socket_address']['port_value']}"
-            for group in (c.get("load_assignment") or {}).get("endpoints", [])
-            for e in group.get("lb_endpoints", [])
-        ]
-        tls = "mtls" if "transport_socket" in c else ("auto-mtls" if "transport_socket_matches" in c else "plain")
-        out.append(f"cluster {c['name']} {c.get('type', '')} {c.get('lb_policy', '')} {tls} [{' '.join(eps)}]")
+def describe_listener(listener: dict[str, Any]) -> list[str]:
+    out = [f"listener {listener['name']}"]
+    for chain in listener.get("filter_chains", []):
+        out.append(f"  chain {chain['name']}")
+        for f in chain.get("filters", []):
+            cfg = f.get("typed_config", {})
+            for vh in (cfg.get("route_config") or {}).get("virtual_hosts", []):
+                out.append(f"    vhost {vh['name']}")
+                out.extend(_routes(vh))
+            if "cluster" in cfg:
+                out.append(f"    tcp -> {cfg['cluster']}")
+    return out
+
+
+def describe_cluster(c: dict[str, Any]) -> str:
+    eps = [
+        f"{e['endpoint']['address']['socket_address']['address']}:{e['endpoint']['address']['socket_address']['port_value']}"
+        for group in (c.get("load_assignment") or {}).get("endpoints", [])
+        for e in group.get("lb_endpoints", [])
+    ]
+    tls = "mtls" if "transport_socket" in c else ("auto-mtls" if "transport_socket_matches" in c else "plain")
+    return f"cluster {c['name']} {c.get('type', '')} {c.get('lb_policy', '')} {tls} [{' '.join(eps)}]"
+
+
+def describe(listener_lines: list[str], cluster_lines: list[str], steering: dict[str, Any]) -> str:
+    """The bundle's summary from its listeners' and clusters' lines (`describe_listener`, `describe_cluster`)."""
+    out = [*listener_lines, *cluster_lines]
     for pod in steering["pods"]:
         state = "meshed" if pod["meshed"] else "bypass"
         out.append(f"pod {pod['namespace']}/{pod['name']} {pod['ip']} {pod['vf']['representor']} {state}")

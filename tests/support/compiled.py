@@ -47,7 +47,7 @@ class Compiled:
             "DestinationPortInput": str(port),
             "DestinationIPInput": address,
             "ServerNameInput": sni,
-            "SourceIPInput": source,
+            "FilterStateInput": next((c for c, ips in self.source_classes().items() if source in ips), ""),
         }
         return _evaluate(self.listener("outbound")["filter_chain_matcher"], inputs)
 
@@ -94,13 +94,7 @@ def _evaluate(on_match: dict[str, Any], inputs: dict[str, str]) -> str:
         chosen = None
         if tree is not None:
             value = inputs[tree["input"]["name"]]
-            if "exact_match_map" in tree:
-                chosen = tree["exact_match_map"]["map"].get(value)
-            else:
-                for entry in tree["custom_match"]["typed_config"]["range_matchers"]:
-                    if any(r["address_prefix"] == value for r in entry["ranges"]):
-                        chosen = entry["on_match"]
-                        break
+            chosen = tree["exact_match_map"]["map"].get(value)
         on_match = chosen if chosen is not None else matcher["on_no_match"]
     return on_match["action"]["name"]
 

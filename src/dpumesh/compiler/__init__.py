@@ -11,11 +11,11 @@ from typing import Any
 import yaml
 
 from dpumesh.compiler import parity
-from dpumesh.compiler.bootstrap import bootstrap, discovery_response, encode_resource, encoded_discovery_response
+from dpumesh.compiler.bootstrap import bootstrap, encode_resource, encoded_discovery_response
 from dpumesh.compiler.clusters import ClusterCatalog
-from dpumesh.compiler.context import CompileContext
+from dpumesh.compiler.context import CompileContext, ParityEntry
 from dpumesh.compiler.inbound import build_inbound, validate_security
-from dpumesh.compiler.outbound import OutboundBuilder
+from dpumesh.compiler.outbound import OutboundBuilder, listener_head
 from dpumesh.compiler.registry import ServiceRegistry
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
 from dpumesh.compiler.steering import steering_model
@@ -25,9 +25,9 @@ from dpumesh.compiler.validate import (
     validate_sidecar,
     validate_virtual_service,
 )
-from dpumesh.compiler.views import build_classes
+from dpumesh.compiler.views import SourceClass, build_classes, cluster_classes
 from dpumesh.configfile import dump_report, dump_resources
-from dpumesh.describe import describe
+from dpumesh.describe import describe, describe_cluster, describe_listener
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
 from dpumesh.state.model import ClusterState
 
@@ -104,7 +104,7 @@ VERSION_SLOT = "dpumesh-version-slot"
 
 def _fill_version(data: bytes, version: str) -> bytes:
     slot = f'"version_info":"{VERSION_SLOT}"'.encode()
-    assert data.startswith(b"{" + slot), "discovery_response puts version_info first"
+    assert data.startswith(b"{" + slot), "encoded_discovery_response puts version_info first"
     return data.replace(slot, f'"version_info":"{version}"'.encode(), 1)
 
 
@@ -120,34 +120,84 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
             gc.enable()
 
 
+@dataclass(frozen=True)
+class OutboundPart:
+    """What a node's set of source classes decides, built once per set: nodes with the same set share it."""
+
+    chains_json: str  # the outbound listener's filter_chains and filter_chain_matcher, encoded
+    chain_count: int
+    clusters: list[str]  # the clusters it names
+    class_parity: dict[ParityEntry, list[frozenset[str]]]
+    views: parity.ClassViews
+    described: list[str]
+
+
+# A node whose classes are at least this share of the cluster's gets the outbound chains of all of them.
+CLUSTER_CHAINS_COVERAGE = 0.8
+
+
+def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[SourceClass]) -> OutboundPart:
+    """The chains of the node's classes; of all the cluster's classes when the node has most of them.
+
+    Chains name classes, never pods, so a node may carry chains for classes it has no pod of: their
+    routes are never selected. Nodes that do (most nodes of a large cluster, where every node runs pods
+    of most namespaces) share one build, at the cost of at most a quarter more class names in the
+    route conditions. A node with a few of the cluster's classes gets chains for those alone.
+    """
+    classes = local
+    everyone = cluster_classes(ctx)
+    if not ctx.only_pod and len(local) >= CLUSTER_CHAINS_COVERAGE * len(everyone):
+        classes = everyone
+    key = ("outbound-part", tuple(c.name for c in classes))
+    if key not in ctx.memo:
+        builder = OutboundBuilder(ctx, catalog)
+        body = builder.body(classes)
+        parity.collect_class_notes(ctx, classes)
+        encoded = json.dumps(body, separators=(",", ":"))
+        ctx.memo[key] = OutboundPart(
+            chains_json=encoded[1:-1],
+            chain_count=len(body["filter_chains"]),
+            clusters=[name for name in builder.used_clusters if name in catalog.clusters],
+            class_parity=ctx.class_parity,
+            views=parity.class_views(ctx.class_parity, [c.name for c in classes]),
+            described=describe_listener({"name": "outbound", **body}),
+        )
+    part = ctx.memo[key]
+    ctx.class_parity = part.class_parity
+    return part
+
+
 def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) -> NodeBundle:
     ctx = prepare(state, mesh, node, only_pod)
     ctx.diag.raise_if_errors()
     catalog = ClusterCatalog.shared(ctx)
     classes = build_classes(ctx)
     ctx.class_pods = {c.name: [p.meta.key for p in c.pods] for c in classes}
-    builder = OutboundBuilder(ctx, catalog)
-    outbound = builder.build(classes)
+    outbound = _outbound_part(ctx, catalog, classes)
     inbound_listener, inbound_clusters = build_inbound(ctx)
-    parity.collect_general_notes(ctx, classes)
+    parity.collect_pod_notes(ctx)
     steering = steering_model(ctx)
     ctx.diag.raise_if_errors()
 
-    used = [name for name in builder.used_clusters if name in catalog.clusters]
-    for name in used:
+    for name in outbound.clusters:
         if name not in catalog.encoded:
             catalog.encoded[name] = encode_resource(CLUSTER, catalog.clusters[name])
-    clusters = catalog.fixed_clusters() + [catalog.clusters[name] for name in used] + inbound_clusters
-    listeners = [outbound, inbound_listener]
+            catalog.described[name] = describe_cluster(catalog.clusters[name])
+    fixed = catalog.fixed_clusters() + inbound_clusters
+    head = json.dumps(listener_head(ctx, classes), separators=(",", ":"))
+    listeners = [
+        f"{head[:-1]},{outbound.chains_json}}}".encode(),
+        encode_resource(LISTENER, inbound_listener),
+    ]
     files: dict[str, bytes] = {
         "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
     }
     # The version is the hash of what the files say (written once, with a slot for the version itself).
-    lds = dump_resources(discovery_response(LISTENER, [_strip_type(x) for x in listeners], VERSION_SLOT))
+    lds = encoded_discovery_response(LISTENER, listeners, VERSION_SLOT)
     cds = encoded_discovery_response(
         CLUSTER,
         [encode_resource(CLUSTER, c) for c in catalog.fixed_clusters()]
-        + [catalog.encoded[name] for name in used]
+        + [catalog.encoded[name] for name in outbound.clusters]
         + [encode_resource(CLUSTER, c) for c in inbound_clusters],
         VERSION_SLOT,
     )
@@ -157,24 +207,24 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
     files["envoy/cds.yaml"] = _fill_version(cds, version)
     steering["version"] = version
     files["steering.json"] = dump_report(steering)
-    files["describe.txt"] = describe(listeners, clusters, steering).encode()
-    report = parity.report(ctx)
+    listener_lines = outbound.described + describe_listener(inbound_listener)
+    cluster_lines = [describe_cluster(c) for c in catalog.fixed_clusters()]
+    cluster_lines += [catalog.described[name] for name in outbound.clusters]
+    cluster_lines += [describe_cluster(c) for c in inbound_clusters]
+    files["describe.txt"] = describe(listener_lines, cluster_lines, steering).encode()
+    report = parity.report(ctx, outbound.views)
     files["parity.json"] = dump_resources(report)  # compact: parity.txt is the readable form
     files["parity.txt"] = parity.summary(report).encode()
     stats = {
         "classes": len(classes),
         "listeners": len(listeners),
-        "filter_chains": sum(len(x.get("filter_chains", [])) for x in listeners),
-        "clusters": len(clusters),
+        "filter_chains": outbound.chain_count + len(inbound_listener.get("filter_chains", [])),
+        "clusters": len(fixed) + len(outbound.clusters),
         "local_pods": len(ctx.local_pods),
     }
     manifest = {"node": node, "version": version, "stats": stats, "files": sorted([*files, "MANIFEST.json"])}
     files["MANIFEST.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
     return NodeBundle(node, version, files, ctx.diag.warnings, stats)
-
-
-def _strip_type(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k != "@type"}
 
 
 __all__ = ["MeshSettings", "NodeBundle", "ProxyLayout", "compile_node", "compile_sidecar", "prepare"]

@@ -67,13 +67,8 @@ def sds_cluster(socket_path: str) -> dict[str, Any]:
     }
 
 
-def discovery_response(type_name: str, resources: list[dict[str, Any]], version: str) -> dict[str, Any]:
-    url = f"type.googleapis.com/{type_name}"
-    return {"version_info": version, "type_url": url, "resources": [{"@type": url, **r} for r in resources]}
-
-
 def encoded_discovery_response(type_name: str, resources: list[bytes], version: str) -> bytes:
-    """`discovery_response` written as compact JSON from resources already encoded (`encode_resource`)."""
+    """A discovery response (version, type URL, resources) as compact JSON, from resources already encoded."""
     url = f"type.googleapis.com/{type_name}"
     head = json.dumps({"version_info": version, "type_url": url}, separators=(",", ":"))[:-1]
     return head.encode() + b',"resources":[' + b",".join(resources) + b"]}\n"

@@ -76,6 +76,7 @@ class ClusterCatalog:
         self.ctx = ctx
         self.clusters: dict[str, dict[str, Any]] = {}
         self.encoded: dict[str, bytes] = {}  # name → the cluster as CDS JSON, written once for every node
+        self.described: dict[str, str] = {}  # name → its describe.txt line, written once for every node
         self.hash_policies: dict[str, list[dict[str, Any]]] = {}
         self._names: dict[ClusterKey, str] = {}
         self._validated: set[str] = set()

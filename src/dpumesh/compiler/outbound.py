@@ -4,12 +4,14 @@ A sidecar decides per pod what a host means (visibility, VirtualService,
 DestinationRule, sourceLabels). Here one listener serves every class: a listener
 filter stores the source pod's class and certificate in the connection's filter
 state, chains and route tables are shared, and only where classes really differ
-does the config split them — by source IP in the chain matcher (TCP), or by a
+does the config split them — by class in the chain matcher (TCP), or by a
 `filter_state` condition on the routes (HTTP). Most hosts look the same to every
 class, so the config grows with classes + hosts, not classes times hosts.
 
-The route and chain of one host for one `View` are built once per state and reused
-by every node (`ctx.memo`); a node only assembles them.
+Only the listener filter knows pod IPs (`listener_head`); the chains and the chain
+matcher (`OutboundBuilder.body`) name classes alone, so nodes whose pods form the same
+classes share them. The route and chain of one host for one `View` are built once per
+state and reused by every node (`ctx.memo`).
 """
 
 from __future__ import annotations
@@ -44,12 +46,45 @@ CATCH_ALL = {"prefix": "/"}
 
 @functools.lru_cache(maxsize=65536)
 def _action(chain: str) -> dict[str, Any]:
-    """The on_match selecting a chain (one shared object per name: `by_source` groups by identity)."""
+    """The on_match selecting a chain (one shared object per name: `by_class` groups by identity)."""
     return {"action": {"name": chain, "typed_config": typed("google.protobuf.StringValue", value=chain)}}
 
 
 def _input(kind: str) -> dict[str, Any]:
     return {"name": kind, "typed_config": typed(INPUT + kind)}
+
+
+# The chain matcher's view of the class the listener filter stored (listener filters run before it).
+CLASS_INPUT = {"name": "FilterStateInput", "typed_config": typed(INPUT + "FilterStateInput", key=CLASS_KEY)}
+
+
+def listener_head(ctx: CompileContext, classes: list[SourceClass]) -> dict[str, Any]:
+    """The outbound listener without its chains: what only this node's pods decide (their IPs)."""
+    return {
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "name": "outbound",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": ctx.mesh.proxy.outbound_port}},
+        "transparent": True,
+        "metadata": {"filter_metadata": {"dpumesh": {"source_classes": {c.name: c.ips for c in classes}}}},
+        # original_dst marks the TPROXYed destination as restored: ORIGINAL_DST clusters
+        # (passthrough, resolution NONE) connect only to a restored destination.
+        "listener_filters": [
+            {
+                "name": "envoy.filters.listener.original_dst",
+                "typed_config": typed("envoy.extensions.filters.listener.original_dst.v3.OriginalDst"),
+            },
+            {
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
+            },
+            tls.source_filter(
+                ctx,
+                CLASS_KEY,
+                {p.ip: c.name for c in classes for p in c.pods},
+                [p for c in classes for p in c.pods],
+            ),
+        ],
+    }
 
 
 def tcp_proxy_chain(name: str, stat: str, cluster: str) -> dict[str, Any]:
@@ -151,7 +186,8 @@ class OutboundBuilder:
         self._per_list: dict[tuple, tuple[tuple, Any]] = {}
 
     # -- the listener ---------------------------------------------------------------------
-    def build(self, classes: list[SourceClass]) -> dict[str, Any]:
+    def body(self, classes: list[SourceClass]) -> dict[str, Any]:
+        """The listener's chains and chain matcher: the same for every node with these classes."""
         self.classes = classes
         self._plain = [c for c in classes if not c.egress_scoped]
         self._scoped = [c for c in classes if c.egress_scoped]
@@ -159,40 +195,14 @@ class OutboundBuilder:
         self._add_chain(tcp_proxy_chain("passthrough", "PassthroughCluster", PASSTHROUGH))
         self._add_chain(tcp_proxy_chain("blackhole", "BlackHoleCluster", BLACKHOLE))
         port_map = {str(port): self.port_entry(port, hosts) for port, hosts in self.hosts_by_port().items()}
-        fallback = self.by_source({c.name: self.passthrough(c) for c in classes})
+        fallback = self.by_class({c.name: self.passthrough(c) for c in classes})
         matcher: dict[str, Any] = {"on_no_match": fallback}
         if port_map:
             matcher = {
                 "matcher_tree": {"input": _input("DestinationPortInput"), "exact_match_map": {"map": port_map}},
                 "on_no_match": fallback,
             }
-        return {
-            "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-            "name": "outbound",
-            "address": {"socket_address": {"address": "0.0.0.0", "port_value": self.ctx.mesh.proxy.outbound_port}},
-            "transparent": True,
-            "metadata": {"filter_metadata": {"dpumesh": {"source_classes": {c.name: c.ips for c in classes}}}},
-            # original_dst marks the TPROXYed destination as restored: ORIGINAL_DST clusters
-            # (passthrough, resolution NONE) connect only to a restored destination.
-            "listener_filters": [
-                {
-                    "name": "envoy.filters.listener.original_dst",
-                    "typed_config": typed("envoy.extensions.filters.listener.original_dst.v3.OriginalDst"),
-                },
-                {
-                    "name": "envoy.filters.listener.tls_inspector",
-                    "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
-                },
-                tls.source_filter(
-                    self.ctx,
-                    CLASS_KEY,
-                    {p.ip: c.name for c in classes for p in c.pods},
-                    [p for c in classes for p in c.pods],
-                ),
-            ],
-            "filter_chains": list(self.chains.values()),
-            "filter_chain_matcher": matcher,
-        }
+        return {"filter_chains": list(self.chains.values()), "filter_chain_matcher": matcher}
 
     def _add_chain(self, chain: dict[str, Any]) -> str:
         self.chains.setdefault(chain["name"], chain)
@@ -209,10 +219,10 @@ class OutboundBuilder:
     def passthrough(self, cls: SourceClass) -> dict[str, Any]:
         return _action("passthrough" if cls.outbound_policy == "ALLOW_ANY" else "blackhole")
 
-    def by_source(self, per_class: dict[str, dict[str, Any]], others: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One on_match for every class, split by source IP only where the classes differ.
+    def by_class(self, per_class: dict[str, dict[str, Any]], others: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One on_match for every class, split by the connection's class only where the classes differ.
 
-        `others` is what sources outside `per_class` get; when None, the largest group takes them.
+        `others` is what connections of classes outside `per_class` get; when None, the largest group takes them.
         """
         groups: dict[Any, tuple[dict[str, Any], list[str]]] = {}
         for name, on_match in per_class.items():
@@ -226,23 +236,10 @@ class OutboundBuilder:
         ordered = [g for g in ordered if g[0] is not others and g[0] != others]
         if not ordered:
             return others
-        ips = {c.name: c.ips for c in self.classes}
-        ranges = [
-            {
-                "ranges": [{"address_prefix": ip, "prefix_len": 32} for name in names for ip in ips[name]],
-                "on_match": on_match,
-            }
-            for on_match, names in ordered
-        ]
+        by_name = sorted((name, on_match) for on_match, names in ordered for name in names)
         return {
             "matcher": {
-                "matcher_tree": {
-                    "input": _input("SourceIPInput"),
-                    "custom_match": {
-                        "name": "source-class",
-                        "typed_config": typed("xds.type.matcher.v3.IPMatcher", range_matchers=ranges),
-                    },
-                },
+                "matcher_tree": {"input": CLASS_INPUT, "exact_match_map": {"map": dict(by_name)}},
                 "on_no_match": others,
             }
         }
@@ -323,7 +320,7 @@ class OutboundBuilder:
                         "on_no_match": fallback,
                     }
                 }
-        port_rest = self.by_source(rest)
+        port_rest = self.by_class(rest)
         ip_map: dict[str, Any] = {}
         for host, seen in other:
             addresses = [v for v in host.vips if "/" not in v]
@@ -345,7 +342,7 @@ class OutboundBuilder:
             }
             if len(seen) < len(self.classes):
                 per_class.update({c.name: rest[c.name] for c in self.classes if c.name not in per_class})
-            on_match = self.by_source(per_class)
+            on_match = self.by_class(per_class)
             for address in addresses:
                 ip_map.setdefault(address, on_match)
         if not ip_map:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from dpumesh.compiler.context import DIFFERENT, KEPT, UNSUPPORTED, CompileContext, ParityEntry
@@ -17,13 +18,8 @@ def _applies_to(meta: Meta, spec_selector: dict[str, Any] | None, pod: Pod, root
     return all(pod.labels.get(k) == str(v) for k, v in labels.items())
 
 
-def collect_general_notes(ctx: CompileContext, classes: list[SourceClass]) -> None:
-    """Notes that follow from the state rather than from a compiled route or policy."""
-    pods = ctx.local_meshed_pods
-    for meta in ctx.state.unsupported:
-        for pod in pods:
-            if _applies_to(meta, None, pod, ctx.mesh.root_namespace):
-                ctx.note([pod], f"{meta.kind}/{meta.key}", UNSUPPORTED, f"{meta.kind} is not translated by dpumesh")
+def collect_class_notes(ctx: CompileContext, classes: list[SourceClass]) -> None:
+    """Outbound notes that follow from the state rather than from a compiled route, per class."""
     for host in ctx.registry.hosts.values():
         for hp in host.ports.values():
             if not hp.explicit and host.kind == "Service":
@@ -33,14 +29,6 @@ def collect_general_notes(ctx: CompileContext, classes: list[SourceClass]) -> No
                     DIFFERENT,
                     "port has no protocol name/appProtocol: Istio sniffs HTTP, dpumesh treats it as TCP",
                 )
-    for dr in ctx.state.of_kind("DestinationRule"):
-        if dr.spec.get("workloadSelector"):
-            affected = [p for p in pods if _applies_to(dr.meta, dr.spec["workloadSelector"], p, "")]
-            ctx.note(affected, f"DestinationRule/{dr.meta.key} workloadSelector", UNSUPPORTED, "ignored")
-    for sc in ctx.state.of_kind("Sidecar"):
-        if sc.spec.get("ingress"):
-            affected = [p for p in pods if _applies_to(sc.meta, sc.spec.get("workloadSelector"), p, "")]
-            ctx.note(affected, f"Sidecar/{sc.meta.key} ingress", UNSUPPORTED, "custom ingress listeners are ignored")
     ctx.note_classes(
         frozenset(c.name for c in classes),
         "upstream peer address",
@@ -49,18 +37,39 @@ def collect_general_notes(ctx: CompileContext, classes: list[SourceClass]) -> No
     )
 
 
-def report(ctx: CompileContext) -> dict[str, Any]:
-    """Outbound features once for the node and per class, then each pod's own.
+def collect_pod_notes(ctx: CompileContext) -> None:
+    """Notes that follow from the state rather than from a compiled route or policy, per pod."""
+    pods = ctx.local_meshed_pods
+    for meta in ctx.state.unsupported:
+        for pod in pods:
+            if _applies_to(meta, None, pod, ctx.mesh.root_namespace):
+                ctx.note([pod], f"{meta.kind}/{meta.key}", UNSUPPORTED, f"{meta.kind} is not translated by dpumesh")
+    for dr in ctx.state.of_kind("DestinationRule"):
+        if dr.spec.get("workloadSelector"):
+            affected = [p for p in pods if _applies_to(dr.meta, dr.spec["workloadSelector"], p, "")]
+            ctx.note(affected, f"DestinationRule/{dr.meta.key} workloadSelector", UNSUPPORTED, "ignored")
+    for sc in ctx.state.of_kind("Sidecar"):
+        if sc.spec.get("ingress"):
+            affected = [p for p in pods if _applies_to(sc.meta, sc.spec.get("workloadSelector"), p, "")]
+            ctx.note(affected, f"Sidecar/{sc.meta.key} ingress", UNSUPPORTED, "custom ingress listeners are ignored")
 
-    Every pod of a class shares its outbound view, so the view's features are written per class,
-    not per pod: `common` holds those most classes have, and each of `views` lists what it has
-    beyond them (`features`) and which of them it lacks (`missing`).
-    """
-    everyone = frozenset(ctx.class_pods)
+
+@dataclass(frozen=True)
+class ClassViews:
+    """The outbound features of a set of classes: those most have, and per class its extra and missing ones."""
+
+    common: list[ParityEntry]
+    extra: dict[str, list[ParityEntry]]
+    missing: dict[str, list[ParityEntry]]
+    counts: dict[str, Counter]
+
+
+def class_views(class_parity: dict[ParityEntry, list[frozenset[str]]], names: list[str]) -> ClassViews:
+    everyone = frozenset(names)
     common: list[ParityEntry] = []
     extra: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
     missing: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
-    for entry, groups in ctx.class_parity.items():
+    for entry, groups in class_parity.items():
         classes = everyone if everyone in groups else frozenset().union(*groups)
         if len(classes) * 2 >= len(everyone):
             common.append(entry)
@@ -70,27 +79,39 @@ def report(ctx: CompileContext) -> dict[str, Any]:
             for name in classes:
                 extra[name].append(entry)
     common.sort(key=_order)
+    for entries in (*extra.values(), *missing.values()):
+        entries.sort(key=_order)
+    counts = {name: _count(common) - _count(missing[name]) + _count(extra[name]) for name in everyone}
+    return ClassViews(common, extra, missing, counts)
+
+
+def report(ctx: CompileContext, views: ClassViews) -> dict[str, Any]:
+    """Outbound features once for the node and per class (`class_views`), then each pod's own.
+
+    Every pod of a class shares its outbound view, so the view's features are written per class,
+    not per pod: `common` holds those most classes have, and each of `views` lists what it has
+    beyond them (`features`) and which of them it lacks (`missing`).
+    """
     class_of = {pod: name for name, pods in ctx.class_pods.items() for pod in pods}
     pods = {}
     totals = {KEPT: 0, DIFFERENT: 0, UNSUPPORTED: 0}
-    counts = {name: _count(common) - _count(missing[name]) + _count(extra[name]) for name in everyone}
     for pod in sorted(ctx.local_pods, key=lambda p: p.meta.key):
         own = sorted(ctx.parity.get(pod.meta.key, []), key=_order)
         view = class_of.get(pod.meta.key)
-        for status, n in (_count(own) + (counts[view] if view else Counter())).items():
+        for status, n in (_count(own) + (views.counts[view] if view else Counter())).items():
             totals[status] += n
         pods[pod.meta.key] = {"meshed": pod.meshed, "view": view, "features": _entries(own)}
     return {
         "node": ctx.node,
         "totals": totals,
-        "common": _entries(common),
+        "common": _entries(views.common),
         "views": {
             name: {
                 "pods": ctx.class_pods[name],
-                "features": _entries(sorted(extra[name], key=_order)),
-                "missing": [e.feature for e in sorted(missing[name], key=_order)],
+                "features": _entries(views.extra[name]),
+                "missing": [e.feature for e in views.missing[name]],
             }
-            for name in sorted(everyone)
+            for name in sorted(ctx.class_pods)
         },
         "pods": pods,
     }

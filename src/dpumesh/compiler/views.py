@@ -121,9 +121,10 @@ def digest_of(value: object) -> str:
     return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:8]
 
 
-def build_classes(ctx: CompileContext) -> list[SourceClass]:
+def build_classes(ctx: CompileContext, pods: list[Pod] | None = None) -> list[SourceClass]:
+    """The classes of `pods` (by default the node's meshed pods), each with its pods."""
     classes: dict[tuple, SourceClass] = {}
-    for pod in sorted(ctx.local_meshed_pods, key=lambda p: p.meta.key):
+    for pod in sorted(ctx.local_meshed_pods if pods is None else pods, key=lambda p: p.meta.key):
         sidecar = sidecar_for(ctx, pod)
         key = (pod.namespace, sidecar.meta.key if sidecar else "", source_label_matches(ctx, pod))
         if key not in classes:
@@ -133,6 +134,14 @@ def build_classes(ctx: CompileContext) -> list[SourceClass]:
             classes[key] = SourceClass(class_name(*key), pod.namespace, sidecar, key[2], [], policy)
         classes[key].pods.append(pod)
     return sorted(classes.values(), key=lambda c: c.name)
+
+
+def cluster_classes(ctx: CompileContext) -> list[SourceClass]:
+    """Every class of the cluster's meshed pods, once per state."""
+    key = ("cluster-classes",)
+    if key not in ctx.memo:
+        ctx.memo[key] = build_classes(ctx, [p for p in ctx.state.pods if p.meshed])
+    return ctx.memo[key]
 
 
 def _egress_allows(sidecar: IstioObject, host: Host) -> bool:
