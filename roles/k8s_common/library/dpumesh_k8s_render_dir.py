@@ -25,7 +25,21 @@ options:
     required: true
   prune_glob: {description: Files matching this that are not in I(files) are removed., type: str, default: "*.yaml"}
   mode: {description: Mode of the files written., type: str, default: "0644"}
+  fingerprint:
+    description:
+      - Digest of what produced I(files) (the action plugin dpumesh_k8s_manifests computes it). Recorded in
+        C(.dpumesh-fingerprint) in I(path) once the files are written; recording it alone is not a change.
+    type: str
+    default: ""
+  verify_only:
+    description:
+      - Write nothing; return C(verified) true when I(fingerprint) is the recorded one and the directory holds
+        exactly I(files) (every file's content, nothing to prune).
+    type: bool
+    default: false
 """
+
+FINGERPRINT = ".dpumesh-fingerprint"
 
 
 def _read(path):
@@ -36,6 +50,14 @@ def _read(path):
         return None
 
 
+def _write(module, directory, name, content, mode):
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(content)
+    os.chmod(temporary, mode)
+    module.atomic_move(temporary, os.path.join(directory, name))
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -43,6 +65,8 @@ def main():
             "files": {"type": "list", "elements": "dict", "required": True},
             "prune_glob": {"type": "str", "default": "*.yaml"},
             "mode": {"type": "str", "default": "0644"},
+            "fingerprint": {"type": "str", "default": ""},
+            "verify_only": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -72,17 +96,21 @@ def main():
         for n in written + removed
     ]
     changed = bool(written or removed or not os.path.isdir(directory))
-    if changed and not module.check_mode:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+    fingerprint = module.params["fingerprint"]
+    recorded = _read(os.path.join(directory, FINGERPRINT)) if fingerprint else None
+    verified = bool(fingerprint) and recorded == fingerprint and not changed
+    if module.params["verify_only"]:
+        module.exit_json(changed=False, verified=verified, written=written, removed=removed)
+    if not module.check_mode:
+        if changed:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
         for name in written:
-            handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(wanted[name])
-            os.chmod(temporary, mode)
-            module.atomic_move(temporary, os.path.join(directory, name))
+            _write(module, directory, name, wanted[name], mode)
         for name in removed:
             os.unlink(os.path.join(directory, name))
-    module.exit_json(changed=changed, written=written, removed=removed, diff=diff)
+        if fingerprint and recorded != fingerprint:  # after the files: a record always describes files on disk
+            _write(module, directory, FINGERPRINT, fingerprint, mode)
+    module.exit_json(changed=changed, verified=verified, written=written, removed=removed, diff=diff)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,20 @@ BIN = Path(sys.executable).parent
 STAGES = ["playbooks/k8s_addons.yml", "playbooks/mesh_components.yml"]
 
 
-def run_playbooks(inventory: str, extra: dict, playbooks=STAGES) -> subprocess.CompletedProcess:
-    """ansible-playbook on the k8s_api host only, locally, with extra vars from a file."""
+def run_playbooks(
+    inventory: str, extra: dict, playbooks=STAGES, options: tuple[str, ...] = (), json_output: bool = False
+) -> subprocess.CompletedProcess:
+    """ansible-playbook on the k8s_api host only, locally, with extra vars from a file; `options` are more
+    command-line options (e.g. --check), `json_output` prints the results as JSON (ansible.posix.json)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
     env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    if json_output:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     extra = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **extra}
     extra_file = Path(extra["dpumesh_k8s_render_dir"]).parent / f"{Path(extra['dpumesh_k8s_render_dir']).name}.json"
     extra_file.write_text(json.dumps(extra))
     return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", f"inventories/{inventory}", "-e", f"@{extra_file}", *playbooks],
+        [str(BIN / "ansible-playbook"), "-i", f"inventories/{inventory}", "-e", f"@{extra_file}", *options, *playbooks],
         cwd=ROOT,
         env=env,
         capture_output=True,
