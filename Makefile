@@ -48,13 +48,13 @@ test: deps image  ## lint, unit, behaviour, molecule and lab end-to-end tests
 BENCH_MEMORY_FLAGS ?=
 BENCH_SCALE_FLAGS  ?=
 BENCH_LAB_FLAGS    ?=
+BENCH_LATENCY_FLAGS ?=
 bench: deps  ## run every benchmark: JSON in benchmarks/results, plots in docs/benchmarks (docs/benchmarks.md)
 	@status=0; \
 	python -m benchmarks.memory $(BENCH_MEMORY_FLAGS) || status=1; \
 	python -m benchmarks.compiler_scale $(BENCH_SCALE_FLAGS) || status=1; \
 	python -m benchmarks.playbook $(BENCH_LAB_FLAGS) || status=1; \
-	if [ -f benchmarks/latency.py ]; then python -m benchmarks.latency || status=1; \
-	else echo "benchmarks/latency.py is absent: skipping the latency and CPU benchmark"; fi; \
+	python -m benchmarks.latency $(BENCH_LATENCY_FLAGS) || status=1; \
 	exit $$status
 
 clean-venv:
