@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dpumesh.errors import DpumeshError
-from dpumesh.k8s import inventory, manifests, status, validate
+from dpumesh.k8s import inventory, manifests, status
 from dpumesh.k8s.manifests import plain
 from dpumesh.state.load import load_manifest_dir
 
@@ -59,14 +59,6 @@ def node_pod_cidr_mismatches(nodes, node_objects, source):
     return inventory.compare_node_pod_cidrs(plain(nodes), cluster, source)
 
 
-def manifest_problems(objects, versions=validate.SUPPORTED_VERSIONS):
-    return validate.validate_manifests(objects, plain(versions))
-
-
-def manifest_files(objects):
-    return manifests.render_files(objects)
-
-
 def apply_order(objects):
     return manifests.apply_order(objects)
 
@@ -99,8 +91,6 @@ class FilterModule:
             "dpumesh_k8s_node_ippools": node_ippools,
             "dpumesh_k8s_node_pod_cidr_problems": node_pod_cidr_problems,
             "dpumesh_k8s_node_pod_cidr_mismatches": node_pod_cidr_mismatches,
-            "dpumesh_k8s_manifest_problems": manifest_problems,
-            "dpumesh_k8s_manifest_files": manifest_files,
             "dpumesh_k8s_apply_order": apply_order,
             "dpumesh_k8s_apply_plan": apply_plan,
             "dpumesh_k8s_object_ref": object_ref,
