@@ -6,7 +6,13 @@ A changed variable, an edited or missing file and check mode take the full path:
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
 PLAYBOOK = "playbooks/mesh_components.yml"
 TASK = "Validate, and in render mode write, the manifests of"
 
@@ -63,3 +69,24 @@ def test_unchanged_components_are_verified_and_changes_take_the_full_path(tmp_pa
     pruned = render_results(run_stages, out, istio_dpu_controller_log_level="debug")
     assert pruned["istio_dpu_cni"]["validated"] and pruned["istio_dpu_cni"]["removed"] == ["stray.yaml"]
     assert not (out / "istio_dpu_cni" / "stray.yaml").exists()
+
+
+def run_action(args: dict, check: bool = False) -> dict:
+    """dpumesh_k8s_manifests on localhost, alone (ad hoc), as apply mode calls it when given no path."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
+    cmd = [str(BIN / "ansible"), "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
+    cmd += ["-M", str(ROOT / "roles/k8s_common/library"), "-m", "dpumesh_k8s_manifests", "-a", json.dumps(args)]
+    out = subprocess.run(cmd + (["--check"] if check else []), cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, check=False)  # fmt: skip
+    return json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_without_a_path_the_objects_are_only_validated():
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}
+    args = {"component": "demo", "kubernetes_versions": ["1.33"]}
+    good = run_action({**args, "objects": [namespace]})
+    assert good["validated"] and not good["changed"] and not good.get("failed")
+    bad = run_action({**args, "objects": [{**namespace, "metadata": {"name": "Not_A_Name"}}]})
+    assert bad["failed"] and bad["msg"].startswith("demo: rendered manifests are invalid:")
+    assert "Not_A_Name" in bad["msg"]
