@@ -153,7 +153,7 @@ def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[Sou
         builder = OutboundBuilder(ctx, catalog)
         body = builder.body(classes)
         parity.collect_class_notes(ctx, classes)
-        encoded = json.dumps(body, separators=(",", ":"))
+        encoded = json.dumps(body, separators=(",", ":"), check_circular=False)
         ctx.memo[key] = OutboundPart(
             chains_json=encoded[1:-1],
             chain_count=len(body["filter_chains"]),

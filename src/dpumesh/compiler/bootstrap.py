@@ -76,4 +76,5 @@ def encoded_discovery_response(type_name: str, resources: list[bytes], version: 
 
 def encode_resource(type_name: str, resource: dict[str, Any]) -> bytes:
     """One resource of a discovery response, compact JSON with its `@type` first."""
-    return json.dumps({"@type": f"type.googleapis.com/{type_name}", **resource}, separators=(",", ":")).encode()
+    resource = {"@type": f"type.googleapis.com/{type_name}", **resource}
+    return json.dumps(resource, separators=(",", ":"), check_circular=False).encode()  # built as trees: no cycles

@@ -132,7 +132,8 @@ class ClusterCatalog:
         endpoints = hp.endpoints
         subset_labels = (_find_subset(dr, subset) or {}).get("labels") or {} if subset else {}
         if subset_labels:
-            endpoints = [e for e in endpoints if all(e.labels.get(k) == str(v) for k, v in subset_labels.items())]
+            wanted = [(k, str(v)) for k, v in subset_labels.items()]
+            endpoints = [e for e in endpoints if all(e.labels.get(k) == v for k, v in wanted)]
         cluster: dict[str, Any] = {
             "connect_timeout": "10s",
             "upstream_bind_config": upstream_mark(self.ctx.mesh.proxy.capture_mark),
@@ -272,11 +273,15 @@ class ClusterCatalog:
         if settings and mode not in TLS_MODES:
             self._error(where, "trafficPolicy.tls.mode", f"{mode!r} is not one of {TLS_MODES}")
             return
-        sni = f"outbound_.{port}_.{subset}_.{host.fqdn}"
-        sans = sorted({self.ctx.identity(*e.service_account.split("/", 1)) for e in endpoints if e.service_account})
-        istio = tls.client_transport_socket(self.ctx, sni, sans)
+
+        def istio() -> dict[str, Any]:
+            sni = f"outbound_.{port}_.{subset}_.{host.fqdn}"
+            accounts = {e.service_account for e in endpoints if e.service_account}
+            sans = sorted({self.ctx.identity(*account.split("/", 1)) for account in accounts})
+            return tls.client_transport_socket(self.ctx, sni, sans)
+
         if mode == "ISTIO_MUTUAL":
-            cluster["transport_socket"] = istio
+            cluster["transport_socket"] = istio()
         elif mode in ("SIMPLE", "MUTUAL"):
             cluster["transport_socket"] = tls.simple_client_transport_socket(
                 self.ctx, settings, where, client_namespace=cls.namespace
@@ -284,7 +289,7 @@ class ClusterCatalog:
         elif mode == "" and not host.mesh_external and any(e.meshed for e in endpoints):
             # Istio's auto mTLS: Istio TLS to endpoints that have a proxy, plaintext to the rest.
             cluster["transport_socket_matches"] = [
-                {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": istio},
+                {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": istio()},
                 {
                     "name": "tlsMode-disabled",
                     "match": {},
@@ -378,8 +383,14 @@ def _http_options(http2: bool, common: dict[str, Any] | None = None) -> dict[str
 
 
 def _uses_credentials(cluster: dict[str, Any]) -> bool:
-    """Whether the cluster reads a DestinationRule credentialName secret (one per client namespace)."""
-    sockets = [cluster.get("transport_socket")] + [
-        m["transport_socket"] for m in cluster.get("transport_socket_matches", [])
-    ]
-    return any(tls.CREDENTIAL_PREFIX in repr(s) for s in sockets if s)
+    """Whether the cluster reads a DestinationRule credentialName secret (one per client namespace).
+
+    Only a SIMPLE/MUTUAL socket may (its client certificate or its CA); auto-mTLS matches are Istio sockets.
+    """
+    socket = cluster.get("transport_socket")
+    if not socket:
+        return False
+    common = socket["typed_config"].get("common_tls_context", {})
+    refs = [*common.get("tls_certificate_sds_secret_configs", [])]
+    refs.append(common.get("combined_validation_context", {}).get("validation_context_sds_secret_config"))
+    return any(ref and ref["name"].startswith(tls.CREDENTIAL_PREFIX) for ref in refs)

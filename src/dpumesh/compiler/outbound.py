@@ -33,8 +33,9 @@ from dpumesh.compiler.views import (
     SourceClass,
     View,
     digest_of,
+    egress_allows,
+    egress_entries,
     host_dependence,
-    sees,
     view_of,
     virtual_service_for,
 )
@@ -181,6 +182,7 @@ class OutboundBuilder:
         self.classes: list[SourceClass] = []
         self._plain: list[SourceClass] = []
         self._scoped: list[SourceClass] = []
+        self._scopes: list[tuple[str, frozenset[str]]] = []  # (class name, the hosts it sees) of scoped classes
         self._namespaces: set[str] = set()
         self._seen: dict[tuple, list[SourceClass]] = {}
         self._per_list: dict[tuple, tuple[tuple, Any]] = {}
@@ -191,6 +193,7 @@ class OutboundBuilder:
         self.classes = classes
         self._plain = [c for c in classes if not c.egress_scoped]
         self._scoped = [c for c in classes if c.egress_scoped]
+        self._scopes = [(c.name, self._scope_of(c)) for c in self._scoped]
         self._namespaces = {c.namespace for c in classes}
         self._add_chain(tcp_proxy_chain("passthrough", "PassthroughCluster", PASSTHROUGH))
         self._add_chain(tcp_proxy_chain("blackhole", "BlackHoleCluster", BLACKHOLE))
@@ -263,7 +266,7 @@ class OutboundBuilder:
     def seen_by(self, host: Host) -> list[SourceClass]:
         """The classes that see the host; hosts seen by the same classes share one list object."""
         exported = "*" if host.export_to in ([], ["*"]) else (host.namespace, tuple(host.export_to))
-        scoped = tuple(c.name for c in self._scoped if host.fqdn in self._scope_of(c))
+        scoped = tuple(name for name, scope in self._scopes if host.fqdn in scope)
         key = (exported, scoped)
         if key not in self._seen:
             plain = [c for c in self._plain if exported == "*" or host.visible_to(c.namespace)]
@@ -274,7 +277,12 @@ class OutboundBuilder:
         """The hosts a Sidecar's egress lets the class see (exportTo aside), once per state."""
         key = ("egress-scope", cls.sidecar.meta.key, cls.namespace)
         if key not in self.ctx.memo:
-            self.ctx.memo[key] = frozenset(h.fqdn for h in self.ctx.registry.hosts.values() if sees(self.ctx, cls, h))
+            entries = egress_entries(self.ctx, cls.sidecar)
+            self.ctx.memo[key] = frozenset(
+                h.fqdn
+                for h in self.ctx.registry.hosts.values()
+                if h.visible_to(cls.namespace) and egress_allows(entries, h)
+            )
         return self.ctx.memo[key]
 
     def per_list(self, kind: str, lists: tuple, compute: Callable[[], Any]) -> Any:

@@ -81,7 +81,8 @@ def class_views(class_parity: dict[ParityEntry, list[frozenset[str]]], names: li
     common.sort(key=_order)
     for entries in (*extra.values(), *missing.values()):
         entries.sort(key=_order)
-    counts = {name: _count(common) - _count(missing[name]) + _count(extra[name]) for name in everyone}
+    common_count = _count(common)
+    counts = {name: common_count - _count(missing[name]) + _count(extra[name]) for name in everyone}
     return ClassViews(common, extra, missing, counts)
 
 

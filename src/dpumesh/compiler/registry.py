@@ -92,6 +92,7 @@ class ServiceRegistry:
             self._pods_by_ns.setdefault(pod.namespace, []).append(pod)
         self._pods_by_label: dict[str, dict[tuple[str, str], list[Pod]]] = {}
         self._slices: dict[tuple[str, str], list] = {}
+        self._port_endpoints: dict[tuple, list[HostEndpoint]] = {}
         for es in state.endpoint_slices:
             self._slices.setdefault((es.meta.namespace, es.service), []).append(es)
         for svc in state.services:
@@ -143,7 +144,16 @@ class ServiceRegistry:
             hp.endpoints += self.port_endpoints(svc, hp.name, hp.target_port)
 
     def port_endpoints(self, svc: Service, name: str, target_port: int | str) -> list[HostEndpoint]:
-        """The ready endpoints of one Service port (any protocol): its EndpointSlices, else its selector."""
+        """The ready endpoints of one Service port (any protocol): its EndpointSlices, else its selector.
+
+        Found once per port (the hosts and the steering model both ask); callers must not change the list.
+        """
+        key = (svc.meta.key, name, target_port)
+        if key not in self._port_endpoints:
+            self._port_endpoints[key] = self._find_port_endpoints(svc, name, target_port)
+        return self._port_endpoints[key]
+
+    def _find_port_endpoints(self, svc: Service, name: str, target_port: int | str) -> list[HostEndpoint]:
         slices = self._slices.get((svc.namespace, svc.name), [])
         if slices:
             pods_by_ip = {p.ip: p for p in self._pods_by_ns.get(svc.namespace, [])}

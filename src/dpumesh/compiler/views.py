@@ -144,20 +144,27 @@ def cluster_classes(ctx: CompileContext) -> list[SourceClass]:
     return ctx.memo[key]
 
 
-def _egress_allows(sidecar: IstioObject, host: Host) -> bool:
-    for egress in sidecar.spec.get("egress") or []:
-        for entry in (egress or {}).get("hosts") or []:
-            ns, _, pattern = str(entry).partition("/")
-            if not pattern:
-                continue
-            if ns == "~":
-                continue
-            if ns == "." and host.namespace != sidecar.meta.namespace:
-                continue
-            if ns not in ("*", ".") and ns != host.namespace:
-                continue
-            if pattern == "*" or fnmatch.fnmatchcase(host.fqdn, pattern):
-                return True
+def egress_entries(ctx: CompileContext, sidecar: IstioObject) -> list[tuple[str, str]]:
+    """(namespace or "*", host pattern) of every usable egress host of a Sidecar, parsed once per state."""
+    key = ("egress-entries", sidecar.meta.key)
+    if key not in ctx.memo:
+        entries = []
+        for egress in sidecar.spec.get("egress") or []:
+            for entry in (egress or {}).get("hosts") or []:
+                ns, _, pattern = str(entry).partition("/")
+                if not pattern or ns == "~":
+                    continue
+                entries.append((sidecar.meta.namespace if ns == "." else ns, pattern))
+        ctx.memo[key] = entries
+    return ctx.memo[key]
+
+
+def egress_allows(entries: list[tuple[str, str]], host: Host) -> bool:
+    for ns, pattern in entries:
+        if ns != "*" and ns != host.namespace:
+            continue
+        if pattern == "*" or fnmatch.fnmatchcase(host.fqdn, pattern):
+            return True
     return False
 
 
@@ -169,7 +176,7 @@ def sees(ctx: CompileContext, cls: SourceClass, host: Host) -> bool:
         return True
     key = ("egress", cls.sidecar.meta.key, host.fqdn)
     if key not in ctx.memo:
-        ctx.memo[key] = _egress_allows(cls.sidecar, host)
+        ctx.memo[key] = egress_allows(egress_entries(ctx, cls.sidecar), host)
     return ctx.memo[key]
 
 
@@ -263,18 +270,34 @@ def _resolved_destination_rules(ctx: CompileContext) -> dict[str, list[tuple[Ist
     return ctx.memo[key]
 
 
+def _destination_rule_index(ctx: CompileContext, scope: str) -> tuple[dict[str, list], list]:
+    """The rules of one namespace: by exact host, and those with a wildcard host."""
+    key = ("destination-rule-index", scope)
+    if key not in ctx.memo:
+        exact: dict[str, list] = {}
+        wildcard = []
+        for entry in _resolved_destination_rules(ctx).get(scope, []):
+            if entry[2].startswith("*"):
+                wildcard.append(entry)
+            else:
+                exact.setdefault(entry[2], []).append(entry)
+        ctx.memo[key] = (exact, wildcard)
+    return ctx.memo[key]
+
+
 def destination_rule_for(ctx: CompileContext, namespace: str, host: Host) -> IstioObject | None:
     """Client namespace > the service's namespace > root namespace; exact host before wildcard."""
     key = ("dr", namespace, host.fqdn)
     if key in ctx.memo:
         return ctx.memo[key]
-    rules = _resolved_destination_rules(ctx)
     chosen = None
     for scope in (namespace, host.namespace, ctx.mesh.root_namespace):
+        exact, wildcard = _destination_rule_index(ctx, scope)
+        candidates = exact.get(host.fqdn, []) + [e for e in wildcard if host_matches(e[2], host.fqdn)]
         found = [
             (0 if pattern == host.fqdn else 1, dr)
-            for dr, export_to, pattern in rules.get(scope, [])
-            if exported_to(export_to, dr.meta.namespace, namespace) and host_matches(pattern, host.fqdn)
+            for dr, export_to, pattern in candidates
+            if exported_to(export_to, dr.meta.namespace, namespace)
         ]
         if found:
             best = min(p for p, _ in found)
