@@ -20,10 +20,16 @@ def dump_resources(data: Any) -> bytes:
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
 
-def dump_report(data: dict[str, Any]) -> bytes:
+def report_item(value: Any) -> str:
+    """One line of a `dump_report` report."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def dump_report(data: dict[str, Any], encoded: dict[str, list[str]] | None = None) -> bytes:
     """A JSON report one item per line: readable and diffable, and written by the C encoder even when large.
 
     Each top-level key is one line, except lists and mappings of lists, whose items get a line each.
+    `encoded` gives the lines (`report_item`) of some lists' items, when the caller has them already.
     """
     compact = {"separators": (",", ":"), "sort_keys": True}
     lines = []
@@ -32,7 +38,7 @@ def dump_report(data: dict[str, Any]) -> bytes:
         value = data[key]
         end = "," if i < len(keys) - 1 else ""
         if isinstance(value, list) and value:
-            items = [json.dumps(item, **compact) for item in value]
+            items = encoded[key] if encoded and key in encoded else [report_item(item) for item in value]
             lines += [f"{json.dumps(key)}:[", *[f"  {x}," for x in items[:-1]], f"  {items[-1]}", f"]{end}"]
         else:
             lines.append(f"{json.dumps(key)}:{json.dumps(value, **compact)}{end}")

@@ -26,7 +26,7 @@ from dpumesh.compiler.validate import (
     validate_virtual_service,
 )
 from dpumesh.compiler.views import SourceClass, build_classes, cluster_classes
-from dpumesh.configfile import dump_report, dump_resources
+from dpumesh.configfile import dump_report, dump_resources, report_item
 from dpumesh.describe import describe, describe_cluster, describe_listener
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
 from dpumesh.state.model import ClusterState
@@ -167,6 +167,20 @@ def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[Sou
     return part
 
 
+def _shared_steering_lines(ctx: CompileContext, steering: dict[str, Any]) -> dict[str, list[str]]:
+    """The steering.json lines every node repeats (the Services, each other node), encoded once per state."""
+    key = ("steering-services-lines",)
+    if key not in ctx.memo:
+        ctx.memo[key] = [report_item(s) for s in steering["services"]]
+    remote = []
+    for item in steering["remote_nodes"]:
+        item_key = ("steering-remote-line", item["node"])
+        if item_key not in ctx.memo:
+            ctx.memo[item_key] = report_item(item)
+        remote.append(ctx.memo[item_key])
+    return {"services": ctx.memo[key], "remote_nodes": remote}
+
+
 def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) -> NodeBundle:
     ctx = prepare(state, mesh, node, only_pod)
     ctx.diag.raise_if_errors()
@@ -201,12 +215,15 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
         + [encode_resource(CLUSTER, c) for c in inbound_clusters],
         VERSION_SLOT,
     )
-    content = hashlib.sha256(lds + cds + json.dumps(steering, sort_keys=True).encode()).hexdigest()
-    version = content[:16]
+    steering["version"] = VERSION_SLOT
+    steering_file = dump_report(steering, _shared_steering_lines(ctx, steering))
+    version = hashlib.sha256(lds + cds + steering_file).hexdigest()[:16]
     files["envoy/lds.yaml"] = _fill_version(lds, version)
     files["envoy/cds.yaml"] = _fill_version(cds, version)
+    slot = f'"version":"{VERSION_SLOT}"'.encode()
+    assert slot in steering_file, "dump_report writes the version on a line of its own"
     steering["version"] = version
-    files["steering.json"] = dump_report(steering)
+    files["steering.json"] = steering_file.replace(slot, f'"version":"{version}"'.encode(), 1)
     listener_lines = outbound.described + describe_listener(inbound_listener)
     cluster_lines = [describe_cluster(c) for c in catalog.fixed_clusters()]
     cluster_lines += [catalog.described[name] for name in outbound.clusters]

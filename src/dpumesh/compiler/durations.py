@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001, "µs": 0.000001, "ns": 1e-9}
@@ -12,6 +13,12 @@ def parse_duration(value: object) -> float | None:
     """Seconds, or None when `value` is not a Go/protobuf duration string."""
     if not isinstance(value, str) or not value:
         return None
+    return _parse(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(value: str) -> float | None:
+    """Read once per distinct string: a state repeats a few timeouts thousands of times."""
     pos, total = 0, 0.0
     for match in _PART.finditer(value):
         if match.start() != pos:

@@ -93,6 +93,7 @@ class ServiceRegistry:
         self._pods_by_label: dict[str, dict[tuple[str, str], list[Pod]]] = {}
         self._slices: dict[tuple[str, str], list] = {}
         self._port_endpoints: dict[tuple, list[HostEndpoint]] = {}
+        self._pods_by_ip: dict[str, dict[str, Pod]] = {}  # namespace → its pods by IP, for EndpointSlices
         for es in state.endpoint_slices:
             self._slices.setdefault((es.meta.namespace, es.service), []).append(es)
         for svc in state.services:
@@ -156,7 +157,11 @@ class ServiceRegistry:
     def _find_port_endpoints(self, svc: Service, name: str, target_port: int | str) -> list[HostEndpoint]:
         slices = self._slices.get((svc.namespace, svc.name), [])
         if slices:
-            pods_by_ip = {p.ip: p for p in self._pods_by_ns.get(svc.namespace, [])}
+            pods_by_ip = self._pods_by_ip.get(svc.namespace)
+            if pods_by_ip is None:
+                pods_by_ip = self._pods_by_ip[svc.namespace] = {
+                    p.ip: p for p in self._pods_by_ns.get(svc.namespace, [])
+                }
             found = []
             for es in slices:
                 port = es.ports.get(name) or (es.ports.get("") if len(es.ports) == 1 else None)

@@ -336,6 +336,14 @@ def _destination_hosts(ctx: CompileContext, vs: IstioObject) -> set[str]:
     return ctx.memo[key]
 
 
+def _names_credentials(ctx: CompileContext, dr: IstioObject) -> bool:
+    """Whether a DestinationRule names a credentialName anywhere (asked once per rule)."""
+    key = ("names-credentials", dr.meta.key)
+    if key not in ctx.memo:
+        ctx.memo[key] = "credentialName" in json.dumps(dr.spec)
+    return ctx.memo[key]
+
+
 def _rule_dependence(ctx: CompileContext, fqdn: str) -> frozenset[str] | None:
     """Client namespaces whose DestinationRule for `fqdn` may differ from the one every namespace gets."""
     key = ("dr-dependence", fqdn)
@@ -350,7 +358,7 @@ def _rule_dependence(ctx: CompileContext, fqdn: str) -> frozenset[str] | None:
     found: set[str] = set()
     result: frozenset[str] | None = frozenset()
     for dr, export_to, _ in _matching(ctx, "dr", entries, fqdn):
-        if "credentialName" in json.dumps(dr.spec):
+        if _names_credentials(ctx, dr):
             result = None  # the client namespace's own secrets: a cluster per namespace
             break
         if dr.meta.namespace not in shared_scopes:

@@ -7,9 +7,11 @@ same way every time, so the lab and `dpumesh compile` agree on them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
+import socket
 from typing import Any
 
 from dpumesh.errors import Diagnostics
@@ -295,7 +297,7 @@ class StateBuilder:
             if not node.pod_cidr:
                 self.diag.error(*where, "status.podIP", f"is not set and node {node.name} has no spec.podCIDR")
                 return None
-            ip = _stable_address(ipaddress.ip_network(node.pod_cidr), meta.key, used_ips, reserved_low=2)
+            ip = _stable_address(_network(node.pod_cidr), meta.key, used_ips, reserved_low=2)
             used_ips.add(ip)
         status = _network_status(meta)
         mac = status.get("mac") or _mac_for(ip)
@@ -355,6 +357,12 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A node's pod network, read once for all its pods."""
+    return ipaddress.ip_network(cidr)
+
+
 def _stable_address(net: ipaddress._BaseNetwork, key: str, used: set[str], reserved_low: int = 1) -> str:
     """An address of `net` picked from a hash of `key`, probing past used ones."""
     size = net.num_addresses - reserved_low - 1
@@ -367,7 +375,10 @@ def _stable_address(net: ipaddress._BaseNetwork, key: str, used: set[str], reser
 
 
 def _mac_for(ip: str) -> str:
-    packed = ipaddress.ip_address(ip).packed[-4:]
+    try:
+        packed = socket.inet_pton(socket.AF_INET, ip)  # what ipaddress packs, without its parsing cost
+    except OSError:
+        packed = ipaddress.ip_address(ip).packed[-4:]
     return "02:00:" + ":".join(f"{b:02x}" for b in packed)
 
 
