@@ -1,7 +1,8 @@
-"""Compile a node's shared dpu-proxy config on the controller and activate it on the DPU SoC.
+"""Send a node's compiled shared dpu-proxy config to its DPU SoC and activate it there.
 
-The compiler is the dpumesh package (one implementation); this plugin only
-moves its output: a tar.gz to the target, then the dpumesh_activate module.
+The config is compiled beforehand, for the whole play batch at once, by the dpumesh_compile action (over the
+dpumesh package); this plugin only moves one bundle of that build: a tar.gz to the target, then the
+dpumesh_activate module.
 """
 
 from __future__ import annotations
@@ -17,20 +18,19 @@ import time
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-_STATE_CACHE: dict[tuple, object] = {}
 
-
-def _load_state(state_dir: str | None, kubeconfig: str | None, service_cidr: str):
-    from dpumesh.state import load_live_state, load_state
-
-    if kubeconfig:
-        return load_live_state(kubeconfig, service_cidr)
-    stamp = max((os.stat(os.path.join(d, f)).st_mtime for d, _, fs in os.walk(state_dir) for f in fs), default=0)
-    key = (state_dir, stamp, service_cidr)
-    if key not in _STATE_CACHE:  # one load per play, not per host
-        _STATE_CACHE.clear()
-        _STATE_CACHE[key] = load_state(state_dir, service_cidr)
-    return _STATE_CACHE[key]
+def _read_bundle(path: str) -> tuple[dict, dict[str, bytes]]:
+    """The manifest and files of a bundle directory dpumesh_compile wrote."""
+    try:
+        with open(os.path.join(path, "MANIFEST.json"), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        files = {}
+        for rel in manifest["files"]:
+            with open(os.path.join(path, rel), "rb") as handle:
+                files[rel] = handle.read()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AnsibleActionFail(f"dpumesh_proxy_config: {path} is not a bundle dpumesh_compile wrote: {exc}") from None
+    return manifest, files
 
 
 def _archive(files: dict[str, bytes]) -> bytes:
@@ -59,63 +59,46 @@ def _health_args(health: dict) -> dict:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(
-        ("node", "state_dir", "kubeconfig", "mesh", "root", "cert_dir", "keep", "validate_command", "health")
-    )
+    _VALID_ARGS = frozenset(("bundle", "root", "keep", "validate_command", "health"))
 
     def run(self, tmp=None, task_vars=None):
         from dpumesh.bridges import CDS, LDS, bridges
-        from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node
-        from dpumesh.errors import DpumeshError, InputError
 
         result = super().run(tmp, task_vars)
-        # Plain Python types: the compiler dumps YAML, which refuses Ansible's tagged strings.
         args = json.loads(json.dumps(dict(self._task.args)))
-        for required in ("node", "root"):
+        for required in ("bundle", "root"):
             if not args.get(required):
                 raise AnsibleActionFail(f"dpumesh_proxy_config: '{required}' is required")
-        if bool(args.get("state_dir")) == bool(args.get("kubeconfig")):
-            raise AnsibleActionFail("dpumesh_proxy_config: give exactly one of state_dir or kubeconfig")
         health = _health_args(args.get("health") or {})
-        try:
-            root = args["root"]
-            layout = ProxyLayout(
-                watch_dir=root, config_dir=f"{root}/current/envoy", cert_dir=args.get("cert_dir") or f"{root}/../certs"
-            )
-            mesh = MeshSettings(**(args.get("mesh") or {}), proxy=layout)
-            state = _load_state(args.get("state_dir"), args.get("kubeconfig"), mesh.service_cidr)
-            bundle = compile_node(state, mesh, args["node"])
-        except InputError as exc:
-            raise AnsibleActionFail("the cluster state has problems, nothing was pushed:\n" + str(exc)) from None
-        except (DpumeshError, TypeError) as exc:
-            raise AnsibleActionFail(f"dpumesh_proxy_config: {exc}") from None
-
-        result.update(version=bundle.version, stats=bundle.stats, warnings=[str(w) for w in bundle.warnings])
+        root = args["root"]
+        manifest, files = _read_bundle(args["bundle"])
+        node, version = manifest["node"], manifest["version"]
+        result.update(node=node, version=version, stats=manifest.get("stats", {}))
         # The version is the hash of the config: the same version active on the target means nothing to send
         # (dpumesh_activate would change nothing either), so an unchanged node costs one remote call.
-        if self._remote_version(root, task_vars) == bundle.version:
-            result.update(changed=False, current=bundle.version)
+        if self._remote_version(root, task_vars) == version:
+            result.update(changed=False, current=version)
             return result
         before = self._remote_text(f"{root}/current/describe.txt", task_vars)
-        after = bundle.files["describe.txt"].decode()
+        after = files["describe.txt"].decode()
         if self._task.diff and before != after:
             result["diff"] = {
                 "before": before,
                 "after": after,
                 "before_header": f"{root}/current",
-                "after_header": f"version {bundle.version}",
+                "after_header": f"version {version}",
             }
         # Make before break: the target's current listeners and clusters decide the bridges (see dpumesh.bridges).
         served = {rel: self._remote_text(f"{root}/current/{rel}", task_vars).encode() for rel in (LDS, CDS)}
-        steps = bridges(served, bundle.files, bundle.version) if all(served.values()) else []
+        steps = bridges(served, files, version) if all(served.values()) else []
         tmp_dir = self._make_tmp_path()
-        archives = {"bundle.tar.gz": bundle.files}
-        archives |= {f"{version}.tar.gz": {rel: files[rel] for rel in (LDS, CDS)} for version, files in steps}
+        archives = {"bundle.tar.gz": files}
+        archives |= {f"{step}.tar.gz": {rel: step_files[rel] for rel in (LDS, CDS)} for step, step_files in steps}
         local = {}
         try:
-            for name, files in archives.items():
+            for name, content in archives.items():
                 with tempfile.NamedTemporaryFile(suffix=".tar.gz", delete=False) as handle:
-                    handle.write(_archive(files))
+                    handle.write(_archive(content))
                 local[name] = handle.name
             remote = {name: self._connection._shell.join_path(tmp_dir, name) for name in archives}
             if not self._task.check_mode:
@@ -125,10 +108,10 @@ class ActionModule(ActionBase):
             module_args = {
                 "root": root,
                 "archive": remote["bundle.tar.gz"],
-                "version": bundle.version,
+                "version": version,
                 "keep": args.get("keep", 5),
                 "validate_command": args.get("validate_command") or [],
-                "bridges": [{"version": version, "archive": remote[f"{version}.tar.gz"]} for version, _ in steps],
+                "bridges": [{"version": step, "archive": remote[f"{step}.tar.gz"]} for step, _ in steps],
                 **health,
             }
             activated = self._execute_module("dpumesh_activate", module_args=module_args, task_vars=task_vars)
@@ -138,7 +121,7 @@ class ActionModule(ActionBase):
             self._remove_tmp_path(tmp_dir)
         if activated.get("failed"):
             reason = activated.get("msg") or activated.get("module_stderr") or activated.get("module_stdout")
-            result.update(failed=True, msg=f"node {args['node']}: activating on the target failed: {reason}")
+            result.update(failed=True, msg=f"node {node}: activating on the target failed: {reason}")
             result.update(changed=activated.get("changed", False), rolled_back=activated.get("rolled_back", False))
             return result
         result.update(changed=activated.get("changed", False), current=activated.get("current"))

@@ -6,33 +6,22 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: dpumesh_proxy_config
-short_description: Compile and activate one DPU node's shared proxy and dataplane config
+short_description: Send one DPU node's compiled shared proxy and dataplane config to its SoC and activate it
 description:
-  - Runs the dpumesh compiler on the controller for one Kubernetes node, copies the result to the DPU SoC as
+  - Takes the node's bundle from a M(dpumesh_compile) build on the controller, copies it to the DPU SoC as
     one archive and activates it with M(dpumesh_activate) (validate, then swap the C(current) symlink).
+  - Sends nothing when the SoC already runs the bundle's version (one remote call).
   - With C(--diff), shows a readable line-per-decision diff of routes, clusters and pods instead of raw JSON.
-  - Supports check mode, in which it compiles and diffs and changes nothing.
+  - Supports check mode, in which it diffs and changes nothing.
 options:
-  node:
-    description: Kubernetes node whose DPU the target host is.
-    type: str
+  bundle:
+    description: The node's bundle directory on the controller (C(bundles[host].path) of M(dpumesh_compile)).
+    type: path
     required: true
-  state_dir:
-    description: Directory of Kubernetes + Istio manifests. Exactly one of O(state_dir) and O(kubeconfig).
-    type: path
-  kubeconfig:
-    description: Read the cluster state from the API server behind this kubeconfig.
-    type: path
-  mesh:
-    description: Mesh settings for the compiler (trust_domain, outbound_traffic_policy, network_mode, ...).
-    type: dict
   root:
-    description: Versioned config directory on the target.
+    description: Versioned config directory on the target; the one the bundle was compiled for.
     type: path
     required: true
-  cert_dir:
-    description: Workload certificate directory on the target, referenced by the SDS files.
-    type: path
   keep:
     description: How many versions stay on the target.
     type: int
@@ -51,17 +40,28 @@ author: dpumesh maintainers
 """
 
 EXAMPLES = r"""
-- name: Compile and activate node-1's config
+- name: Compile every node of the batch once, on the controller
+  dpumesh_compile:
+    targets:
+      - host: "{{ inventory_hostname }}"
+        node: node-1
+        state_dir: /srv/cluster-state
+        mesh: {trust_domain: cluster.local, outbound_traffic_policy: REGISTRY_ONLY}
+        root: /etc/dpumesh/proxy
+  run_once: true
+  register: build
+
+- name: Activate node-1's config on its SoC
   dpumesh_proxy_config:
-    node: node-1
-    state_dir: /srv/cluster-state
-    mesh:
-      trust_domain: cluster.local
-      outbound_traffic_policy: REGISTRY_ONLY
+    bundle: "{{ build.bundles[inventory_hostname].path }}"
     root: /etc/dpumesh/proxy
 """
 
 RETURN = r"""
+node:
+  description: Kubernetes node the bundle was compiled for.
+  returned: success
+  type: str
 version:
   description: Version id (content hash) of the compiled config.
   returned: success
