@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from dpumesh.compiler.views import SourceClass, build_classes, cluster_classes
 from dpumesh.configfile import dump_report, dump_resources, report_item
 from dpumesh.describe import describe, describe_cluster, describe_listener
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
+from dpumesh.gcpause import collector_paused
 from dpumesh.state.model import ClusterState
 
 LISTENER = "envoy.config.listener.v3.Listener"
@@ -109,15 +109,8 @@ def _fill_version(data: bytes, version: str) -> bytes:
 
 
 def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> NodeBundle:
-    # A compile allocates millions of objects and frees few cycles; with the collector on, each of its
-    # passes rescans the state and what earlier nodes cached (measured: a third of a node's time).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():  # the collector would rescan the state and what earlier nodes cached
         return _compile_node(state, mesh, node, only_pod)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclass(frozen=True)

@@ -76,5 +76,7 @@ def encoded_discovery_response(type_name: str, resources: list[bytes], version: 
 
 def encode_resource(type_name: str, resource: dict[str, Any]) -> bytes:
     """One resource of a discovery response, compact JSON with its `@type` first."""
-    resource = {"@type": f"type.googleapis.com/{type_name}", **resource}
-    return json.dumps(resource, separators=(",", ":"), check_circular=False).encode()  # built as trees: no cycles
+    return _COMPACT.encode({"@type": f"type.googleapis.com/{type_name}", **resource}).encode()
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # resources are trees: no cycle check

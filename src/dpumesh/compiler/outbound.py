@@ -214,7 +214,7 @@ class OutboundBuilder:
     def _use(self, built: Built, classes: list[SourceClass]) -> Any:
         self.used_clusters.update(dict.fromkeys(built.clusters))
         if built.notes:
-            group = frozenset(c.name for c in classes)
+            group = self.per_list("names", (classes,), lambda: frozenset(c.name for c in classes))
             for feature, status in built.notes:
                 self.ctx.note_classes(group, feature, status)
         return built.value

@@ -69,20 +69,29 @@ def by_age(objs: list[IstioObject]) -> list[IstioObject]:
 
 def sidecar_for(ctx: CompileContext, pod: Pod) -> IstioObject | None:
     """Workload Sidecar > namespace Sidecar > root-namespace default, as in Istio."""
-    by_ns = ctx.memo.get(("sidecars",))
-    if by_ns is None:
-        by_ns = ctx.memo[("sidecars",)] = {}
-        for sc in ctx.state.of_kind("Sidecar"):
-            by_ns.setdefault(sc.meta.namespace, []).append(sc)
-    own = by_ns.get(pod.namespace, [])
-    selected = [s for s in own if s.spec.get("workloadSelector") and ctx.selects(s, pod, "workloadSelector")]
-    if selected:
-        return by_age(selected)[0]
-    plain = [s for s in own if not s.spec.get("workloadSelector")]
-    if plain:
-        return by_age(plain)[0]
-    root = [s for s in by_ns.get(ctx.mesh.root_namespace, []) if not s.spec.get("workloadSelector")]
-    return by_age(root)[0] if root else None
+    selecting, default = _namespace_sidecars(ctx, pod.namespace)
+    for sidecar in selecting:
+        if ctx.selects(sidecar, pod, "workloadSelector"):
+            return sidecar
+    return default
+
+
+def _namespace_sidecars(ctx: CompileContext, namespace: str) -> tuple[list[IstioObject], IstioObject | None]:
+    """The namespace's Sidecars with a workloadSelector, oldest first, and the one for its other pods."""
+    key = ("namespace-sidecars", namespace)
+    if key not in ctx.memo:
+        by_ns = ctx.memo.get(("sidecars",))
+        if by_ns is None:
+            by_ns = ctx.memo[("sidecars",)] = {}
+            for sc in ctx.state.of_kind("Sidecar"):
+                by_ns.setdefault(sc.meta.namespace, []).append(sc)
+        own = by_ns.get(namespace, [])
+        selecting = by_age([s for s in own if s.spec.get("workloadSelector")])
+        plain = [s for s in own if not s.spec.get("workloadSelector")]
+        root = [s for s in by_ns.get(ctx.mesh.root_namespace, []) if not s.spec.get("workloadSelector")]
+        default = by_age(plain or root)[0] if plain or root else None
+        ctx.memo[key] = (selecting, default)
+    return ctx.memo[key]
 
 
 def _source_label_selectors(ctx: CompileContext) -> list[tuple[str, dict]]:
