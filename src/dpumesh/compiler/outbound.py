@@ -33,8 +33,7 @@ from dpumesh.compiler.views import (
     SourceClass,
     View,
     digest_of,
-    egress_allows,
-    egress_entries,
+    egress_scope,
     host_dependence,
     view_of,
     virtual_service_for,
@@ -277,12 +276,9 @@ class OutboundBuilder:
         """The hosts a Sidecar's egress lets the class see (exportTo aside), once per state."""
         key = ("egress-scope", cls.sidecar.meta.key, cls.namespace)
         if key not in self.ctx.memo:
-            entries = egress_entries(self.ctx, cls.sidecar)
-            self.ctx.memo[key] = frozenset(
-                h.fqdn
-                for h in self.ctx.registry.hosts.values()
-                if h.visible_to(cls.namespace) and egress_allows(entries, h)
-            )
+            allowed = egress_scope(self.ctx, cls.sidecar)
+            hosts = self.ctx.registry.hosts
+            self.ctx.memo[key] = frozenset(f for f in allowed if hosts[f].visible_to(cls.namespace))
         return self.ctx.memo[key]
 
     def per_list(self, kind: str, lists: tuple, compute: Callable[[], Any]) -> Any:
@@ -343,11 +339,10 @@ class OutboundBuilder:
                 for address in addresses:
                     ip_map.setdefault(address, on_match)
                 continue
-            per_class = {
-                cls.name: _action(self.tcp_chain(view, port, host, group))
-                for view, group in views.items()
-                for cls in group
-            }
+            per_class = {}
+            for view, group in views.items():
+                chain = _action(self.tcp_chain(view, port, host, group))
+                per_class.update((cls.name, chain) for cls in group)
             if len(seen) < len(self.classes):
                 per_class.update({c.name: rest[c.name] for c in self.classes if c.name not in per_class})
             on_match = self.by_class(per_class)

@@ -177,6 +177,26 @@ def egress_allows(entries: list[tuple[str, str]], host: Host) -> bool:
     return False
 
 
+def egress_scope(ctx: CompileContext, sidecar: IstioObject) -> set[str]:
+    """Every host a Sidecar's egress names (exportTo aside), by namespace and pattern rather than host by host."""
+    by_ns = ctx.memo.get(("hosts-by-namespace",))
+    if by_ns is None:
+        by_ns = ctx.memo[("hosts-by-namespace",)] = {}
+        for h in ctx.registry.hosts.values():
+            by_ns.setdefault(h.namespace, []).append(h)
+    hosts = ctx.registry.hosts
+    allowed: set[str] = set()
+    for ns, pattern in egress_entries(ctx, sidecar):
+        if not any(c in pattern for c in "*?["):  # one host: no fnmatch wildcard
+            host = hosts.get(pattern)
+            if host is not None and ns in ("*", host.namespace):
+                allowed.add(pattern)
+            continue
+        candidates = hosts.values() if ns == "*" else by_ns.get(ns, [])
+        allowed.update(h.fqdn for h in candidates if pattern == "*" or fnmatch.fnmatchcase(h.fqdn, pattern))
+    return allowed
+
+
 def sees(ctx: CompileContext, cls: SourceClass, host: Host) -> bool:
     """Whether the class's pods see the host: exportTo, then the Sidecar's egress hosts."""
     if not host.visible_to(cls.namespace):
