@@ -20,14 +20,17 @@ from pathlib import Path
 import yaml
 
 LDS, CDS = "envoy/lds.yaml", "envoy/cds.yaml"
+# libyaml when present: a node's listeners and clusters are megabytes of YAML on a large cluster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _resources(text: bytes | str) -> dict[str, dict]:
-    return {r["name"]: r for r in (yaml.safe_load(text) or {}).get("resources", [])}
+    return {r["name"]: r for r in (yaml.load(text, Loader=_LOADER) or {}).get("resources", [])}
 
 
 def _dump(version: str, resources: list[dict]) -> bytes:
-    return yaml.safe_dump({"version_info": version, "resources": resources}, sort_keys=False).encode()
+    return yaml.dump({"version_info": version, "resources": resources}, Dumper=_DUMPER, sort_keys=False).encode()
 
 
 def read_tree(directory: Path) -> dict[str, bytes]:

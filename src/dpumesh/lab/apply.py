@@ -83,9 +83,17 @@ def compile_lab(state_dir: str | Path, mesh: MeshSettings) -> tuple[LabPlan, dic
     return build_plan(state, steering, mesh.network_mode, mesh.cluster_domain), bundles, state
 
 
-def _validate_bundles(bundles: dict[str, NodeBundle], mesh: MeshSettings, envoy: str, state: Any) -> None:
-    """`envoy --mode validate` with the binary the nodes will run, on each config, before anything is pushed."""
+def _validate_bundles(
+    bundles: dict[str, NodeBundle], mesh: MeshSettings, envoy: str, running: dict[str, str], state: Any
+) -> None:
+    """`envoy --mode validate` with the binary the nodes will run, on each config, before anything is pushed.
+
+    A node already on the bundle's version (the version is the hash of the config) passed this check when it
+    was activated, with the binary it runs; a new binary still validates every node.
+    """
     for node, bundle in bundles.items():
+        if envoy == running.get(node) and current_version(str(paths.proxy_dir(node))) == bundle.version:
+            continue
         with tempfile.TemporaryDirectory(prefix="dpumesh-lab-validate-") as staged:
             for rel, data in bundle.files.items():
                 (Path(staged) / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +115,8 @@ def lab_apply(
     envoy = envoy or old.get("envoy") or envoy_path()
     plan, bundles, state = compile_lab(state_dir, mesh)
     if validate:
-        _validate_bundles(bundles, mesh, envoy, state)
+        running = {node: record.get("envoy", "") for node, record in old.get("nodes", {}).items()}
+        _validate_bundles(bundles, mesh, envoy, running, state)
     result = ApplyResult()
     programs = supervisor.program_status()
     _check_proxy_ports(plan, mesh, programs)

@@ -26,6 +26,7 @@ def add_lab_parser(subparsers: Any) -> None:
         help="Envoy binary for the dpu-proxies (default: the one they run, else the venv's); a new one takes over "
         "side by side, with hot restart",
     )
+    apply.add_argument("--status", action="store_true", help="print `dpumesh lab status` afterwards")
     apply.set_defaults(func=cmd_apply)
 
     status = sub.add_parser("status", help="nodes, pods, VFs, proxy health and config versions")
@@ -84,6 +85,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     versions = ", ".join(f"{node} {version}" for node, version in sorted(result.versions.items()))
     word = "changed" if result.changes else "unchanged"
     print(f"lab {word}; proxies serve {versions} ({time.monotonic() - started:.1f} s)")
+    if args.status:
+        print()
+        return cmd_status(argparse.Namespace(json=False))
     return 0
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dpumesh import sds
-from dpumesh.activate import HealthCheck, activate, proxy_health
+from dpumesh.activate import HealthCheck, activate, current_version, proxy_health
 from dpumesh.activate import served_versions as parse_served_versions
 from dpumesh.bridges import bridges, read_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
@@ -47,7 +47,9 @@ def activate_config(node: str, bundle: NodeBundle, health: HealthCheck) -> dict:
     root = paths.proxy_dir(node)
     root.mkdir(parents=True, exist_ok=True)
     current = root / "current"
-    steps = bridges(read_tree(current), bundle.files, bundle.version) if current.is_dir() else []
+    # The version names the content: a node already on it needs no bridges (activate changes nothing).
+    moving = current.is_dir() and current_version(str(root)) != bundle.version
+    steps = bridges(read_tree(current), bundle.files, bundle.version) if moving else []
     staged = [(version, _stage(root, files)) for version, files in steps]
     return activate(str(root), _stage(root, bundle.files), bundle.version, health=health, bridges=staged)
 
