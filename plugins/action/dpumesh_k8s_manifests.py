@@ -3,8 +3,9 @@
 Validation (dpumesh.k8s.validate, every object against each Kubernetes version) is the costly part of
 rendering. Each render records a fingerprint of its inputs next to the files (the file contents, the
 versions, and the validator's own code and libraries). When the recorded fingerprint is this run's and the
-directory holds exactly these files, the same objects passed the same validator before: the check is one
-call of dpumesh_k8s_render_dir in verify_only mode, and nothing is validated or written. A changed input, a
+directory holds exactly these files, the same objects passed the same validator before: the check is
+dpumesh_k8s_render_dir's verify_only comparison (in this process when the target is the controller), and
+nothing is validated or written. A changed input, a
 changed validator, a missing, edited or extra file, or check mode takes the full path (validate, then
 write with diff). Without ``path`` the objects are only validated (apply mode).
 """
@@ -12,6 +13,7 @@ write with diff). Without ``path`` the objects are only validated (apply mode).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from functools import cache
 from importlib import metadata
@@ -60,7 +62,7 @@ class ActionModule(ActionBase):
         files = render_files(objects) if args.get("path") else []
         render = {"path": args.get("path"), "files": files, "fingerprint": fingerprint(files, versions)}
         if args.get("path") and not self._task.check_mode:
-            verified = self._execute_module(RENDER_MODULE, {**render, "verify_only": True}, task_vars=task_vars)
+            verified = self._verify(render, task_vars)
             if verified.get("failed") or verified.get("verified"):
                 return {**result, **verified, "validated": False}
         problems = validate_manifests(objects, versions)
@@ -71,3 +73,20 @@ class ActionModule(ActionBase):
             return {**result, "changed": False, "validated": True}
         written = self._execute_module(RENDER_MODULE, render, task_vars=task_vars)
         return {**result, **written, "validated": True}
+
+    def _verify(self, render: dict, task_vars) -> dict:
+        """The render module's verify_only result. A target that is the controller itself (local connection,
+        no become) is checked in this process with the module's own function: starting a module costs more
+        than the check."""
+        if self._connection.transport != "local" or self._play_context.become:
+            return self._execute_module(RENDER_MODULE, {**render, "verify_only": True}, task_vars=task_vars)
+        module = _load_module(self._shared_loader_obj.module_loader.find_plugin(RENDER_MODULE))
+        return module.verify(render["path"], render["files"], render["fingerprint"])
+
+
+@cache
+def _load_module(path: str):
+    spec = importlib.util.spec_from_file_location(f"_dpumesh_{RENDER_MODULE}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

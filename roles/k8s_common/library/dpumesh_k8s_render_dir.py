@@ -40,6 +40,7 @@ options:
 """
 
 FINGERPRINT = ".dpumesh-fingerprint"
+DEFAULT_PRUNE_GLOB = "*.yaml"
 
 
 def _read(path):
@@ -58,34 +59,52 @@ def _write(module, directory, name, content, mode):
     module.atomic_move(temporary, os.path.join(directory, name))
 
 
+def compare(directory, wanted, prune_glob=DEFAULT_PRUNE_GLOB):
+    """(written, removed, changed): the files to write, the ones to prune, and whether anything would change."""
+    existing = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    written = [n for n, c in sorted(wanted.items()) if _read(os.path.join(directory, n)) != c]
+    removed = [
+        n
+        for n in existing
+        if n not in wanted and fnmatch.fnmatch(n, prune_glob) and os.path.isfile(os.path.join(directory, n))
+    ]
+    return written, removed, bool(written or removed or not os.path.isdir(directory))
+
+
+def verify(directory, files, fingerprint, prune_glob=DEFAULT_PRUNE_GLOB):
+    """The verify_only result; the dpumesh_k8s_manifests action calls it directly when the target is the
+    controller itself."""
+    written, removed, changed = compare(directory, {f["name"]: f["content"] for f in files}, prune_glob)
+    verified = not changed and _recorded(directory, fingerprint) == fingerprint != ""
+    return {"changed": False, "verified": verified, "written": written, "removed": removed}
+
+
+def _recorded(directory, fingerprint):
+    return _read(os.path.join(directory, FINGERPRINT)) if fingerprint else None
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
             "files": {"type": "list", "elements": "dict", "required": True},
-            "prune_glob": {"type": "str", "default": "*.yaml"},
+            "prune_glob": {"type": "str", "default": DEFAULT_PRUNE_GLOB},
             "mode": {"type": "str", "default": "0644"},
             "fingerprint": {"type": "str", "default": ""},
             "verify_only": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
-    directory, mode = module.params["path"], int(module.params["mode"], 8)
+    directory, mode, prune_glob = module.params["path"], int(module.params["mode"], 8), module.params["prune_glob"]
     wanted = {}
     for entry in module.params["files"]:
         name, content = entry.get("name"), entry.get("content")
         if not name or os.path.basename(name) != name or not isinstance(content, str):
             module.fail_json(msg=f"files: entry {name!r} needs a plain file name and string content")
         wanted[name] = content
-    existing = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
-    written = [n for n, c in sorted(wanted.items()) if _read(os.path.join(directory, n)) != c]
-    removed = [
-        n
-        for n in existing
-        if n not in wanted
-        and fnmatch.fnmatch(n, module.params["prune_glob"])
-        and os.path.isfile(os.path.join(directory, n))
-    ]
+    if module.params["verify_only"]:
+        module.exit_json(**verify(directory, module.params["files"], module.params["fingerprint"], prune_glob))
+    written, removed, changed = compare(directory, wanted, prune_glob)
     diff = [
         {
             "before_header": os.path.join(directory, n),
@@ -95,12 +114,9 @@ def main():
         }
         for n in written + removed
     ]
-    changed = bool(written or removed or not os.path.isdir(directory))
     fingerprint = module.params["fingerprint"]
-    recorded = _read(os.path.join(directory, FINGERPRINT)) if fingerprint else None
-    verified = bool(fingerprint) and recorded == fingerprint and not changed
-    if module.params["verify_only"]:
-        module.exit_json(changed=False, verified=verified, written=written, removed=removed)
+    recorded = _recorded(directory, fingerprint)
+    verified = not changed and recorded == fingerprint != ""
     if not module.check_mode:
         if changed:
             os.makedirs(directory, mode=0o755, exist_ok=True)

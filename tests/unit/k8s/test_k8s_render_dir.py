@@ -64,3 +64,32 @@ def test_writes_prunes_and_leaves_unchanged_files_alone(tmp_path):
 def test_refuses_paths_in_names(tmp_path):
     result = run_module({"path": str(tmp_path), "files": [{"name": "../escape.yaml", "content": "x"}]})
     assert result.get("failed") and "plain file name" in result["msg"]
+
+
+def test_verify_only_as_a_module_and_in_process_agree(tmp_path):
+    """Remote targets run verify_only as a module; the controller as target calls the module's verify()."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "render_dir", ROOT / "roles/k8s_common/library/dpumesh_k8s_render_dir.py"
+    )
+    render_dir = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_dir)
+    target, files = tmp_path / "out", [{"name": "a.yaml", "content": "a\n"}]
+    run_module({"path": str(target), "files": files, "fingerprint": "f1"})
+    cases = {
+        "recorded": ("f1", files),
+        "other fingerprint": ("f2", files),
+        "edited file": ("f1", [{"name": "a.yaml", "content": "edited\n"}]),
+        "extra file": ("f1", []),
+        "no fingerprint": ("", files),
+    }
+    outcomes = {}
+    for case, (fingerprint, wanted) in cases.items():
+        args = {"path": str(target), "files": wanted, "fingerprint": fingerprint, "verify_only": True}
+        as_module = run_module(args)
+        in_process = render_dir.verify(str(target), wanted, fingerprint)
+        assert {k: as_module[k] for k in in_process} == in_process, case
+        outcomes[case] = in_process["verified"]
+    assert outcomes == {case: case == "recorded" for case in cases}
+    assert (target / "a.yaml").read_text() == "a\n", "verify_only writes nothing"
