@@ -1,8 +1,8 @@
-"""The PLAY RECAP parser the playbook benchmark judges idempotence with."""
+"""The PLAY RECAP parser the playbook benchmark judges idempotence with, and its plot."""
 
 from __future__ import annotations
 
-from benchmarks.playbook import parse_recap, slowest_tasks
+from benchmarks.playbook import RUNS, parse_recap, plot, slowest_tasks
 
 OUTPUT = """
 TASK [proxy : start] ************************************************************
@@ -42,3 +42,11 @@ Gathering Facts --------------------------------------------------------- 1.50s
         {"task": "lab : Make the lab match the state directory (nodes, pods, dataplane, proxies)", "seconds": 21.48},
         {"task": "k8s_control_plane : Render manifests", "seconds": 3.02},
     ]
+
+
+def test_plot_shows_every_run_with_its_changed_count(tmp_path):
+    result = {key: {"seconds": 10.0 + i, "cpu_seconds": 9.0 + i, "changed": 3 - i} for i, (key, _) in enumerate(RUNS)}
+    svg = plot(result, tmp_path / "playbook.svg").read_text()
+    assert [key for key, _ in RUNS] == ["first", "second", "after_lab_down"]
+    for changed in (3, 2, 1):
+        assert f"changed={changed}" in svg
