@@ -360,8 +360,11 @@ def effective_policy(dr: IstioObject | None, subset: str, port: int) -> dict[str
 def _lb_endpoint(e: HostEndpoint) -> dict[str, Any]:
     out: dict[str, Any] = {"endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}}}
     if e.meshed:
-        out["metadata"] = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
+        out["metadata"] = ISTIO_ENDPOINT
     return out
+
+
+ISTIO_ENDPOINT = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}  # shared, never changed
 
 
 def _upstream_http2(protocol: str, pool: dict[str, Any] | None) -> bool:

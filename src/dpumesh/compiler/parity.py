@@ -69,7 +69,8 @@ def class_views(class_parity: dict[ParityEntry, list[frozenset[str]]], names: li
     common: list[ParityEntry] = []
     extra: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
     missing: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
-    for entry, groups in class_parity.items():
+    for entry in sorted(class_parity, key=_order):  # in order once: every list below is then sorted
+        groups = class_parity[entry]
         classes = everyone if everyone in groups else frozenset().union(*groups)
         if len(classes) * 2 >= len(everyone):
             common.append(entry)
@@ -78,9 +79,6 @@ def class_views(class_parity: dict[ParityEntry, list[frozenset[str]]], names: li
         else:
             for name in classes:
                 extra[name].append(entry)
-    common.sort(key=_order)
-    for entries in (*extra.values(), *missing.values()):
-        entries.sort(key=_order)
     common_count = _count(common)
     counts = {name: common_count - _count(missing[name]) + _count(extra[name]) for name in everyone}
     return ClassViews(common, extra, missing, counts)
