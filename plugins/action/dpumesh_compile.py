@@ -83,33 +83,39 @@ def compile_batch(targets: list[dict], build: str) -> dict:
     from dpumesh.compiler import compile_node
     from dpumesh.errors import DpumeshError, InputError
 
-    by_state: dict[tuple, list] = defaultdict(list)
+    # state source -> mesh settings -> targets: one load per state, one compiler cache per settings group.
+    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for target in targets:
         mesh = _mesh_settings(target)
-        by_state[(_source(target), mesh.service_cidr)].append((target, mesh))
-    bundles, warnings, setting_groups = {}, {}, set()
-    for (source, service_cidr), members in by_state.items():
+        groups[(_source(target), mesh.service_cidr)][repr(mesh)].append((target, mesh))
+    bundles, warnings = {}, {}
+    for (source, service_cidr), by_settings in groups.items():
         problems = f"the cluster state ({source[0]} {source[1]}) has problems:"
         try:
             state = _load(source, service_cidr)
         except InputError as exc:
             raise DpumeshError(f"{problems}\n{exc}") from None
-        for target, mesh in members:
-            setting_groups.add((source, repr(mesh)))
-            try:
-                bundle = compile_node(state, mesh, target["node"])
-            except InputError as exc:
-                raise DpumeshError(f"{problems}\n{exc}") from None
-            except DpumeshError as exc:
-                raise DpumeshError(f"{target['host']} (node {target['node']}): {exc}") from None
-            write_tree(os.path.join(build, target["host"]), bundle.files)
-            bundles[target["host"]] = {"node": bundle.node, "version": bundle.version, "stats": bundle.stats}
-            warnings |= dict.fromkeys(str(w) for w in bundle.warnings)
+        for index, members in enumerate(by_settings.values()):
+            if index:
+                # The compiler's cache of the settings group before is never read again; it is cyclic, so
+                # only a collection frees it: memory stays one group's worth, not one per group.
+                state.derived.clear()
+                gc.collect()
+            for target, mesh in members:
+                try:
+                    bundle = compile_node(state, mesh, target["node"])
+                except InputError as exc:
+                    raise DpumeshError(f"{problems}\n{exc}") from None
+                except DpumeshError as exc:
+                    raise DpumeshError(f"{target['host']} (node {target['node']}): {exc}") from None
+                write_tree(os.path.join(build, target["host"]), bundle.files)
+                bundles[target["host"]] = {"node": bundle.node, "version": bundle.version, "stats": bundle.stats}
+                warnings |= dict.fromkeys(str(w) for w in bundle.warnings)
         del state  # a later state group does not hold this one in memory too
     return {
         "bundles": bundles,
-        "state_loads": len(by_state),
-        "setting_groups": len(setting_groups),
+        "state_loads": len(groups),
+        "setting_groups": sum(len(by_settings) for by_settings in groups.values()),
         "warnings": list(warnings),
     }
 
