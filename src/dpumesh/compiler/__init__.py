@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from dpumesh.compiler import parity
-from dpumesh.compiler.bootstrap import bootstrap, encode_resource, encoded_discovery_response
+from dpumesh.compiler.bootstrap import CLUSTER, LISTENER, bootstrap, encode_resource, encoded_discovery_response
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext, ParityEntry
 from dpumesh.compiler.inbound import build_inbound, validate_security
@@ -30,9 +30,6 @@ from dpumesh.describe import describe, describe_cluster, describe_listener
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
 from dpumesh.gcpause import collector_paused
 from dpumesh.state.model import ClusterState
-
-LISTENER = "envoy.config.listener.v3.Listener"
-CLUSTER = "envoy.config.cluster.v3.Cluster"
 
 
 @dataclass
@@ -150,7 +147,7 @@ def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[Sou
         ctx.memo[key] = OutboundPart(
             chains_json=encoded[1:-1],
             chain_count=len(body["filter_chains"]),
-            clusters=[name for name in builder.used_clusters if name in catalog.clusters],
+            clusters=[name for name in builder.used_clusters if name in catalog.encoded],
             class_parity=ctx.class_parity,
             views=parity.class_views(ctx.class_parity, [c.name for c in classes]),
             described=describe_listener({"name": "outbound", **body}),
@@ -186,10 +183,6 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
     steering = steering_model(ctx)
     ctx.diag.raise_if_errors()
 
-    for name in outbound.clusters:
-        if name not in catalog.encoded:
-            catalog.encoded[name] = encode_resource(CLUSTER, catalog.clusters[name])
-            catalog.described[name] = describe_cluster(catalog.clusters[name])
     fixed = catalog.fixed_clusters() + inbound_clusters
     head = json.dumps(listener_head(ctx, classes), separators=(",", ":"))
     listeners = [

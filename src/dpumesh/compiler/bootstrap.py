@@ -74,6 +74,10 @@ def encoded_discovery_response(type_name: str, resources: list[bytes], version: 
     return head.encode() + b',"resources":[' + b",".join(resources) + b"]}\n"
 
 
+LISTENER = "envoy.config.listener.v3.Listener"
+CLUSTER = "envoy.config.cluster.v3.Cluster"
+
+
 def encode_resource(type_name: str, resource: dict[str, Any]) -> bytes:
     """One resource of a discovery response, compact JSON with its `@type` first."""
     return _COMPACT.encode({"@type": f"type.googleapis.com/{type_name}", **resource}).encode()

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpumesh.compiler import tls
+from dpumesh.compiler.bootstrap import CLUSTER, encode_resource
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.durations import envoy_duration, parse_duration
 from dpumesh.compiler.registry import Host, HostEndpoint, is_http
 from dpumesh.compiler.views import View, destination_rule_for
+from dpumesh.describe import describe_cluster
 from dpumesh.state.model import IstioObject
 
 PASSTHROUGH = "PassthroughCluster"
@@ -74,9 +76,10 @@ class ClusterCatalog:
 
     def __init__(self, ctx: CompileContext):
         self.ctx = ctx
-        self.clusters: dict[str, dict[str, Any]] = {}
-        self.encoded: dict[str, bytes] = {}  # name → the cluster as CDS JSON, written once for every node
-        self.described: dict[str, str] = {}  # name → its describe.txt line, written once for every node
+        # Each cluster is written once for every node, as CDS JSON and as its describe.txt line, when built;
+        # the dicts are not kept (thousands of them, which the garbage collector would rescan).
+        self.encoded: dict[str, bytes] = {}
+        self.described: dict[str, str] = {}
         self.hash_policies: dict[str, list[dict[str, Any]]] = {}
         self._names: dict[ClusterKey, str] = {}
         self._validated: set[str] = set()
@@ -121,7 +124,9 @@ class ClusterCatalog:
             name += f"~dr={dr.meta.key}"
         cluster["name"] = name
         cluster["alt_stat_name"] = istio_name(port, subset, host.fqdn)
-        self.clusters.setdefault(name, cluster)
+        if name not in self.encoded:
+            self.encoded[name] = encode_resource(CLUSTER, cluster)
+            self.described[name] = describe_cluster(cluster)
         self._names[key] = name
         return name
 
