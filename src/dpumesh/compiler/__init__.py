@@ -203,7 +203,10 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
     )
     steering["version"] = VERSION_SLOT
     steering_file = dump_report(steering, _shared_steering_lines(ctx, steering))
-    version = hashlib.sha256(lds + cds + steering_file).hexdigest()[:16]
+    content = hashlib.sha256(lds)
+    content.update(cds)
+    content.update(steering_file)
+    version = content.hexdigest()[:16]
     files["envoy/lds.yaml"] = _fill_version(lds, version)
     files["envoy/cds.yaml"] = _fill_version(cds, version)
     slot = f'"version":"{VERSION_SLOT}"'.encode()
