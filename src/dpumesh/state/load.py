@@ -68,14 +68,25 @@ def _construct(loader: _Loader, node: yaml.Node, made: dict[int, Any]) -> Any:
         mapping: dict[Any, Any] = {}
         made[id(node)] = mapping
         for key_node, value_node in node.value:
-            if key_node.tag in (_MERGE, _VALUE) or not isinstance(key_node, yaml.ScalarNode):
+            # a plain string key or value (most of a manifest) is read here, without a call
+            if key_node.tag == _STR and type(key_node) is yaml.ScalarNode:
+                key = key_node.value
+            elif key_node.tag in (_MERGE, _VALUE) or not isinstance(key_node, yaml.ScalarNode):
                 raise _Fallback
-            mapping[_construct(loader, key_node, made)] = _construct(loader, value_node, made)
+            else:
+                key = _construct(loader, key_node, made)
+            if value_node.tag == _STR and type(value_node) is yaml.ScalarNode:
+                mapping[key] = value_node.value
+            else:
+                mapping[key] = _construct(loader, value_node, made)
         return mapping
     if tag == _SEQ and isinstance(node, yaml.SequenceNode):
         items: list[Any] = []
         made[id(node)] = items
-        items.extend(_construct(loader, item, made) for item in node.value)
+        for item in node.value:
+            items.append(
+                item.value if item.tag == _STR and type(item) is yaml.ScalarNode else _construct(loader, item, made)
+            )
         return items
     if tag == _NULL and isinstance(node, yaml.ScalarNode):
         return None
