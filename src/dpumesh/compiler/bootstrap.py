@@ -13,6 +13,8 @@ from typing import Any
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.tls import SDS_CLUSTER
 
+RE2_MAX_PROGRAM_SIZE = 32768
+
 
 def bootstrap(ctx: CompileContext) -> dict[str, Any]:
     layout = ctx.mesh.proxy
@@ -41,7 +43,12 @@ def bootstrap(ctx: CompileContext) -> dict[str, Any]:
             "layers": [
                 {
                     "name": "static",
-                    "static_layer": {"overload.global_downstream_max_connections": 100000},
+                    "static_layer": {
+                        "overload.global_downstream_max_connections": 100000,
+                        # Route conditions name every class they select (one regex alternative each), and
+                        # VirtualService regexes may be long: Envoy's default limit (100) rejects both.
+                        "re2.max_program_size.error_level": RE2_MAX_PROGRAM_SIZE,
+                    },
                 },
                 {"name": "admin", "admin_layer": {}},
             ]
