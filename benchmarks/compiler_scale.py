@@ -69,6 +69,26 @@ class Stopwatch:
         return {"seconds": time.perf_counter() - self.wall, "cpu_seconds": time.process_time() - self.cpu}
 
 
+def envoy_check(files: dict[str, bytes], config_dir: str) -> dict[str, Any]:
+    """Whether the real Envoy accepts a node's config, as `dpumesh compile` checks it before writing, and how long
+    that takes (not part of the compile times; CPU seconds count Envoy's too)."""
+    from dpumesh.bundle import validate_with_envoy, write_tree
+    from dpumesh.errors import DpumeshError
+
+    def cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    start, wall = cpu(), time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dpumesh-bench-validate-") as tmp:
+        try:
+            write_tree(Path(tmp) / "node", files, lambda staged: validate_with_envoy(staged, config_dir))
+            outcome: dict[str, Any] = {"accepted": True}
+        except DpumeshError as exc:
+            outcome = {"accepted": False, "reason": str(exc)[:500]}
+    return {**outcome, "seconds": time.perf_counter() - wall, "cpu_seconds": cpu() - start}
+
+
 def measure(sizes: Sizes, repeat: int, all_nodes: bool, report) -> None:
     """Runs in a child process: reports (kind, data) as each measurement completes."""
     from dpumesh.compiler import MeshSettings, compile_node
@@ -98,6 +118,7 @@ def measure(sizes: Sizes, repeat: int, all_nodes: bool, report) -> None:
         "cpu_tries": [t["cpu_seconds"] for t in tries],
     }
     report("one_node", {"node": node, **best, **bundle_sizes(bundle.files), "stats": bundle.stats})
+    report("envoy_validate", envoy_check(bundle.files, mesh.proxy.config_dir))
     if not all_nodes:
         return
     whole = Stopwatch()
@@ -150,6 +171,8 @@ def _brief(data: dict[str, Any]) -> str:
         "envoy_bytes",
         "node",
         "value",
+        "accepted",
+        "reason",
     )
     return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items() if k in keep)
 
