@@ -9,7 +9,7 @@ module: dpumesh_compile
 short_description: Compile the shared proxy and dataplane config of several DPU nodes at once, on the controller
 description:
   - Runs the dpumesh compiler once for a list of targets (typically every host of a play batch, with
-    C(run_once)), instead of once per host: targets that read the same cluster state share one load of it,
+    C(run_once)), instead of once per host. Targets that read the same cluster state share one load of it,
     and targets with the same mesh settings share the compiler's per-state cache, so each further node costs a
     fraction of the first.
   - Writes each target's bundle to C(<build_dir>/<host>) in a private build directory (mode 0700) inside
