@@ -54,10 +54,7 @@ def _mesh_settings(target: dict):
         raise AnsibleActionFail(
             f"dpumesh_compile: target {target['host']}: unknown mesh settings {unknown} (known: {sorted(known)})"
         )
-    root = target["root"]
-    layout = ProxyLayout(
-        watch_dir=root, config_dir=f"{root}/current/envoy", cert_dir=target.get("cert_dir") or f"{root}/../certs"
-    )
+    layout = ProxyLayout().under(target["root"], target.get("cert_dir") or "")
     try:
         return MeshSettings(**options, proxy=layout).validate()
     except (InputError, TypeError) as exc:  # TypeError: a value of the wrong type, e.g. a string for a number

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dpumesh.errors import InputError, InputProblem
 
@@ -27,6 +27,13 @@ class ProxyLayout:
     config_dir: str = "/etc/dpumesh/proxy/current/envoy"  # bootstrap.yaml, lds.yaml, cds.yaml, sds/
     cert_dir: str = "/etc/dpumesh/certs"  # per-identity key/cert files and the root CA
     sds_socket: str = "/run/dpumesh/sds.sock"  # `dpumesh sds`: client certificates chosen per connection
+
+    def under(self, root: str, cert_dir: str = "") -> ProxyLayout:
+        """This layout with the versions under `root`, as a SoC (or a lab node) keeps them; the certificates
+        in `cert_dir`, by default next to `root`."""
+        return replace(
+            self, watch_dir=root, config_dir=f"{root}/current/envoy", cert_dir=cert_dir or f"{root}/../certs"
+        )
 
 
 @dataclass(frozen=True)

@@ -62,15 +62,8 @@ class ApplyResult:
 
 def node_settings(mesh: MeshSettings, node: str) -> MeshSettings:
     """The mesh settings with the proxy's files where this lab node keeps them."""
-    root = paths.proxy_dir(node)
-    layout = dataclasses.replace(
-        mesh.proxy,
-        watch_dir=str(root),
-        config_dir=f"{root}/current/envoy",
-        cert_dir=str(paths.cert_dir(node)),
-        sds_socket=str(proxy.sds_socket(node)),
-    )
-    return dataclasses.replace(mesh, proxy=layout)
+    layout = mesh.proxy.under(str(paths.proxy_dir(node)), str(paths.cert_dir(node)))
+    return dataclasses.replace(mesh, proxy=dataclasses.replace(layout, sds_socket=str(proxy.sds_socket(node))))
 
 
 def compile_lab(state_dir: str | Path, mesh: MeshSettings) -> tuple[LabPlan, dict[str, NodeBundle], Any]:
