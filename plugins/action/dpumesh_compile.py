@@ -62,12 +62,12 @@ def _mesh_settings(target: dict):
 
 
 def _load(source: tuple[str, str], service_cidr: str):
+    from dpumesh.gcpause import keep_what_is_built
     from dpumesh.state import load_live_state, load_state
 
     kind, where = source
-    state = load_live_state(where, service_cidr) if kind == "kubeconfig" else load_state(where, service_cidr)
-    gc.freeze()  # as the CLI does: the state lives until the batch is compiled, keep the collector off it
-    return state
+    keep_what_is_built()  # as the CLI does: this worker process ends once the batch is compiled
+    return load_live_state(where, service_cidr) if kind == "kubeconfig" else load_state(where, service_cidr)
 
 
 def _source(target: dict) -> tuple[str, str]:
@@ -84,7 +84,7 @@ def compile_batch(targets: list[dict], build: str) -> dict:
     groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for target in targets:
         mesh = _mesh_settings(target)
-        groups[(_source(target), mesh.service_cidr)][repr(mesh)].append((target, mesh))
+        groups[(_source(target), mesh.service_cidr)][mesh.shared_key()].append((target, mesh))
     bundles, warnings = {}, {}
     for (source, service_cidr), by_settings in groups.items():
         problems = f"the cluster state ({source[0]} {source[1]}) has problems:"
@@ -97,6 +97,7 @@ def compile_batch(targets: list[dict], build: str) -> dict:
                 # The compiler's cache of the settings group before is never read again; it is cyclic, so
                 # only a collection frees it: memory stays one group's worth, not one per group.
                 state.derived.clear()
+                gc.unfreeze()  # what the last group built was frozen with the state (keep_what_is_built)
                 gc.collect()
             for target, mesh in members:
                 try:

@@ -95,7 +95,9 @@ state_loads:
   returned: success, with O(targets)
   type: int
 setting_groups:
-  description: How many distinct (state, mesh settings) pairs were compiled; each pays the first node's cost.
+  description: >-
+    How many distinct (state, mesh settings) pairs were compiled; each pays the first node's cost. Hosts that
+    differ only in O(root) or O(cert_dir) share one.
   returned: success, with O(targets)
   type: int
 """

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from pathlib import Path
 
 from dpumesh import __version__
 from dpumesh.errors import DpumeshError, InputError
+from dpumesh.gcpause import keep_what_is_built
 from dpumesh.lab.cli import add_lab_parser
 from dpumesh.mesh_options import add_mesh_arguments, mesh_settings_from
 
@@ -18,9 +18,8 @@ EXIT_INPUT = 2
 def load(args: argparse.Namespace, service_cidr: str):
     from dpumesh.state import load_live_state, load_state
 
-    state = load_live_state(args.kubeconfig, service_cidr) if args.kubeconfig else load_state(args.state, service_cidr)
-    gc.freeze()  # the state lives until the command ends: keep the collector from rescanning it on every compile
-    return state
+    keep_what_is_built()  # the state and the compiled nodes live until the command ends
+    return load_live_state(args.kubeconfig, service_cidr) if args.kubeconfig else load_state(args.state, service_cidr)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from dpumesh.compiler.validate import (
     validate_virtual_service,
 )
 from dpumesh.compiler.views import SourceClass, build_classes, cluster_classes
-from dpumesh.configfile import dump_report, dump_resources, report_item
+from dpumesh.configfile import compact_json, dump_report, dump_resources, report_item
 from dpumesh.describe import describe, describe_cluster, describe_listener
 from dpumesh.errors import Diagnostics, DpumeshError, InputProblem
 from dpumesh.gcpause import collector_paused
@@ -61,7 +61,7 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = 
         )
     if not state.nodes[node].has_dpu:
         raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
-    key = ("checked", repr(mesh))
+    key = ("checked", mesh.shared_key())
     if key in state.derived:
         # Another node of this state was prepared already: the registry, the findings and the
         # per-(namespace, host) lookups are the same for every node.
@@ -114,7 +114,7 @@ def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: s
 class OutboundPart:
     """What a node's set of source classes decides, built once per set: nodes with the same set share it."""
 
-    chains_json: str  # the outbound listener's filter_chains and filter_chain_matcher, encoded
+    chains_json: bytes  # the outbound listener's filter_chains and filter_chain_matcher, encoded
     chain_count: int
     clusters: list[str]  # the clusters it names
     class_parity: dict[ParityEntry, list[frozenset[str]]]
@@ -143,7 +143,7 @@ def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[Sou
         builder = OutboundBuilder(ctx, catalog)
         body = builder.body(classes)
         parity.collect_class_notes(ctx, classes)
-        encoded = json.dumps(body, separators=(",", ":"), check_circular=False)
+        encoded = compact_json(body)
         ctx.memo[key] = OutboundPart(
             chains_json=encoded[1:-1],
             chain_count=len(body["filter_chains"]),
@@ -184,9 +184,9 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
     ctx.diag.raise_if_errors()
 
     fixed = catalog.fixed_clusters() + inbound_clusters
-    head = json.dumps(listener_head(ctx, classes), separators=(",", ":"))
+    head = compact_json(listener_head(ctx, classes))
     listeners = [
-        f"{head[:-1]},{outbound.chains_json}}}".encode(),
+        head[:-1] + b"," + outbound.chains_json + b"}",
         encode_resource(LISTENER, inbound_listener),
     ]
     files: dict[str, bytes] = {

@@ -12,6 +12,7 @@ from typing import Any
 
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.tls import SDS_CLUSTER
+from dpumesh.configfile import compact_json
 
 RE2_MAX_PROGRAM_SIZE = 32768
 
@@ -87,7 +88,4 @@ CLUSTER = "envoy.config.cluster.v3.Cluster"
 
 def encode_resource(type_name: str, resource: dict[str, Any]) -> bytes:
     """One resource of a discovery response, compact JSON with its `@type` first."""
-    return _COMPACT.encode({"@type": f"type.googleapis.com/{type_name}", **resource}).encode()
-
-
-_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # resources are trees: no cycle check
+    return compact_json({"@type": f"type.googleapis.com/{type_name}", **resource})

@@ -67,5 +67,10 @@ class MeshSettings:
             raise InputError(problems)
         return self
 
+    def shared_key(self) -> str:
+        """What the parts of a compile shared between nodes depend on: every setting but where the proxy keeps its
+        files, which only each node's bootstrap names. Hosts whose roots differ share one build."""
+        return repr(replace(self, proxy=replace(self.proxy, watch_dir="", config_dir="", cert_dir="", sds_socket="")))
+
     def spiffe(self, namespace: str, service_account: str) -> str:
         return f"spiffe://{self.trust_domain}/ns/{namespace}/sa/{service_account}"
