@@ -1,8 +1,9 @@
 """What each source namespace may reach: exportTo, REGISTRY_ONLY and ALLOW_ANY, through the real Envoy.
 
 State: tests/behaviour/states/outbound. Service team-a/private is exported to "."
-only; clients in `shop` run under a Sidecar with REGISTRY_ONLY, clients in `open`
-under the mesh default ALLOW_ANY; apps/external-0 is in no Service at all.
+only; clients in `shop` run under a Sidecar with REGISTRY_ONLY whose egress leaves out
+team-a, clients in `open` under the mesh default ALLOW_ANY; apps/external-0 is in no
+Service at all. team-a holds a VirtualService for open/whoami that aborts with 418.
 """
 
 from __future__ import annotations
@@ -88,3 +89,15 @@ def test_allow_any_passes_tcp_to_a_port_no_service_uses(outbound_lab):
     assert seen["pod"] == "external-0"
     assert "x-request-id" not in seen["headers"]  # plain TCP proxying: no HTTP processing on the way
     assert outbound_lab.counter(PASSTHROUGH_CONNECTIONS) == before + 1
+
+
+def test_a_virtual_service_the_sidecar_egress_does_not_import_is_not_applied(outbound_lab):
+    teapot = {"x-case": "teapot"}
+    path = f"/teapot-{token()}"
+    assert [r.status for r in outbound_lab.call("open/open-client-0", "open/whoami", path=path, headers=teapot)] == [
+        418
+    ]
+    assert outbound_lab.requests_seen("open/whoami-0", path) == []
+    reply = outbound_lab.call("shop/shop-client-0", "open/whoami", path=path, headers=teapot)[0]
+    assert reply.status == 200, reply  # whoami is imported (open/*), team-a's VirtualService is not
+    assert len(outbound_lab.requests_seen("open/whoami-0", path)) == 1

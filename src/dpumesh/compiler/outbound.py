@@ -36,6 +36,7 @@ from dpumesh.compiler.views import (
     egress_scope,
     host_dependence,
     view_of,
+    virtual_service_candidates,
     virtual_service_for,
 )
 
@@ -112,9 +113,11 @@ def short_domains(host: Host, port: int) -> list[str]:
 
 
 def view_suffix(view: View) -> str:
-    if view.namespace == ANY_NAMESPACE and not view.source_matches:
+    if view.namespace == ANY_NAMESPACE and not view.source_matches and not view.not_imported:
         return ""
     digest = f"~{digest_of(sorted(view.source_matches))}" if view.source_matches else ""
+    if view.not_imported:
+        digest += f"~not={digest_of(sorted(view.not_imported))}"
     return f"~{view.namespace or '*'}{digest}"
 
 
@@ -297,7 +300,12 @@ class OutboundBuilder:
 
     def views(self, host: Host, classes: list[SourceClass]) -> dict[View, list[SourceClass]]:
         dep = host_dependence(self.ctx, host)
-        if dep.namespaces is not None and not dep.source_ids and dep.namespaces.isdisjoint(self._namespaces):
+        if (
+            dep.namespaces is not None
+            and not dep.source_ids
+            and dep.namespaces.isdisjoint(self._namespaces)
+            and not (self._scoped and virtual_service_candidates(self.ctx, host))
+        ):
             return {View(ANY_NAMESPACE): classes}  # the common case: no class here sees the host its own way
         groups: dict[View, list[SourceClass]] = {}
         for cls in classes:
@@ -378,7 +386,7 @@ class OutboundBuilder:
             return self.ctx.memo[key]
         rec = _Recorder(self.catalog, view)
         out: list[tuple[str, dict[str, Any]]] = []
-        vs = virtual_service_for(self.ctx, view.namespace, host)
+        vs = virtual_service_for(self.ctx, view, host)
         for ri, route in enumerate((vs.spec.get("tls") or []) if vs else []):
             for mi, match in enumerate((route or {}).get("match") or []):
                 if not _l4_match_applies(view, vs, f"tls{ri}", mi, match, port):
@@ -409,7 +417,7 @@ class OutboundBuilder:
         rec = _Recorder(self.catalog, view)
         name = f"{host.vips[0] if host.vips else host.fqdn}_{port}{view_suffix(view)}"
         stat = f"outbound|{port}||{host.fqdn}"
-        vs = virtual_service_for(self.ctx, view.namespace, host)
+        vs = virtual_service_for(self.ctx, view, host)
         for ri, route in enumerate((vs.spec.get("tcp") or []) if vs else []):
             matches = (route or {}).get("match") or [{}]
             if not any(_l4_match_applies(view, vs, f"tcp{ri}", mi, m, port) for mi, m in enumerate(matches)):
@@ -577,7 +585,7 @@ class OutboundBuilder:
 
     def _build_http_routes(self, view: View, port: int, host: Host) -> Built:
         rec = _Recorder(self.catalog, view)
-        vs = virtual_service_for(self.ctx, view.namespace, host)
+        vs = virtual_service_for(self.ctx, view, host)
         if vs is None or not vs.spec.get("http"):
             routes = [default_route(rec.cluster_for(host, port))]
         else:

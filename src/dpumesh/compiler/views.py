@@ -48,10 +48,12 @@ class SourceClass:
 
 @dataclass(frozen=True)
 class View:
-    """What decides a host's routes for a client: its namespace (or ANY_NAMESPACE) and sourceLabels matches."""
+    """What decides a host's routes for a client: its namespace (or ANY_NAMESPACE), its sourceLabels matches, and
+    the host's VirtualServices its Sidecar's egress does not import."""
 
     namespace: str
     source_matches: frozenset[str] = frozenset()
+    not_imported: frozenset[str] = frozenset()  # VirtualService keys
 
 
 @dataclass(frozen=True)
@@ -269,17 +271,52 @@ def virtual_service_candidates(ctx: CompileContext, host: Host) -> list[tuple[Is
     return ctx.memo[key]
 
 
-def virtual_service_for(ctx: CompileContext, namespace: str, host: Host) -> IstioObject | None:
-    """The VirtualService a client in `namespace` uses for `host`: the oldest one that applies."""
-    key = ("vs", namespace, host.fqdn)
+def virtual_service_for(ctx: CompileContext, view: View, host: Host) -> IstioObject | None:
+    """The VirtualService a client with this view uses for `host`: the oldest one exported to its namespace
+    and imported by its Sidecar."""
+    key = ("vs", view.namespace, view.not_imported, host.fqdn)
     if key not in ctx.memo:
         candidates = [
             vs
             for vs, export_to, _ in virtual_service_candidates(ctx, host)
-            if exported_to(export_to, vs.meta.namespace, namespace)
+            if exported_to(export_to, vs.meta.namespace, view.namespace) and vs.meta.key not in view.not_imported
         ]
         ctx.memo[key] = by_age(candidates)[0] if candidates else None
     return ctx.memo[key]
+
+
+def hosts_overlap(a: str, b: str) -> bool:
+    """Whether two host names, either possibly a `*.suffix` wildcard or `*`, can name the same host."""
+    if a == b or "*" in (a, b):
+        return True
+    if a.startswith("*") and b.startswith("*"):
+        return a.endswith(b[1:]) or b.endswith(a[1:])
+    if a.startswith("*"):
+        return b.endswith(a[1:])
+    return b.startswith("*") and a.endswith(b[1:])
+
+
+def imports_virtual_service(ctx: CompileContext, sidecar: IstioObject, vs: IstioObject, hosts: list[str]) -> bool:
+    """Whether a Sidecar's egress imports a VirtualService, as istiod selects them: an egress host in the
+    VirtualService's namespace (or `*/`) whose name overlaps one of its hosts."""
+    key = ("imports-vs", sidecar.meta.key, vs.meta.key)
+    if key not in ctx.memo:
+        ctx.memo[key] = any(
+            ns in ("*", vs.meta.namespace) and any(hosts_overlap(pattern, h) for h in hosts)
+            for ns, pattern in egress_entries(ctx, sidecar)
+        )
+    return ctx.memo[key]
+
+
+def not_imported(ctx: CompileContext, cls: SourceClass, host: Host) -> frozenset[str]:
+    """The host's VirtualServices the class's Sidecar egress leaves out (none without an egress section)."""
+    if not cls.egress_scoped:
+        return frozenset()
+    return frozenset(
+        vs.meta.key
+        for vs, _, hosts in virtual_service_candidates(ctx, host)
+        if not imports_virtual_service(ctx, cls.sidecar, vs, hosts)
+    )
 
 
 def _resolved_destination_rules(ctx: CompileContext) -> dict[str, list[tuple[IstioObject, list[str], str]]]:
@@ -452,4 +489,5 @@ def view_of(ctx: CompileContext, cls: SourceClass, host: Host) -> View:
     """The class's View of the host: shared by every class the host does not single out."""
     dep = host_dependence(ctx, host)
     namespace = cls.namespace if dep.namespaces is None or cls.namespace in dep.namespaces else ANY_NAMESPACE
-    return View(namespace, cls.source_matches & dep.source_ids if dep.source_ids else frozenset())
+    matches = cls.source_matches & dep.source_ids if dep.source_ids else frozenset()
+    return View(namespace, matches, not_imported(ctx, cls, host))

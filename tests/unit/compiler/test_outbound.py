@@ -356,3 +356,67 @@ def test_steering_model(compile_dir):
         }
     ]
     assert steering["version"] == c.bundle.version
+
+
+SCOPED_CLIENTS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: other}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shop-only, namespace: other, labels: {egress: shop-only}}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: with-legacy, namespace: other, labels: {egress: with-legacy}}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: by-host, namespace: other, labels: {egress: by-host}}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: shop-only, namespace: other}
+spec: {workloadSelector: {labels: {egress: shop-only}}, egress: [{hosts: ["./*", "shop/*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: with-legacy, namespace: other}
+spec: {workloadSelector: {labels: {egress: with-legacy}}, egress: [{hosts: ["shop/*", "legacy/*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: by-host, namespace: other}
+spec: {workloadSelector: {labels: {egress: by-host}}, egress: [{hosts: ["*/api.shop.svc.cluster.local"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-teapot, namespace: legacy}
+spec:
+  hosts: [api.shop.svc.cluster.local]
+  http: [{fault: {abort: {httpStatus: 418, percentage: {value: 100}}}, route: [{destination: {host: api.shop.svc.cluster.local}}]}]
+"""
+
+
+def test_sidecar_egress_imports_a_virtual_service_only_from_the_namespaces_it_names(compile_docs):
+    """istiod gives a sidecar a VirtualService only when its Sidecar's egress names the VirtualService's namespace
+    (or `*`) with a host overlapping the VirtualService's; the Service itself may be imported through another one."""
+    c = compile_docs(API_POD_AND_SERVICE + SCOPED_CLIENTS)
+    api = "api.shop.svc.cluster.local"
+
+    def aborts(pod: str) -> bool:
+        route = routes_for(c, pod, 80, api)[0]
+        return "envoy.filters.http.fault" in route.get("typed_per_filter_config", {})
+
+    assert aborts("other/plain")  # no Sidecar: every VirtualService exported to it
+    assert not aborts("other/shop-only")  # sees the Service, not legacy's VirtualService: the default route
+    assert routes_for(c, "other/shop-only", 80, api)[0]["route"]["cluster"].startswith(f"outbound|80||{api}")
+    assert aborts("other/with-legacy")
+    assert aborts("other/by-host")
+    classes = {c.class_of(pod_ip(c, f"other/{p}")) for p in ("plain", "shop-only", "with-legacy", "by-host")}
+    assert len(classes) == 4
