@@ -35,6 +35,7 @@ from dpumesh.compiler.views import (
     digest_of,
     egress_scope,
     host_dependence,
+    not_imported,
     view_of,
     virtual_service_candidates,
     virtual_service_for,
@@ -304,13 +305,25 @@ class OutboundBuilder:
             dep.namespaces is not None
             and not dep.source_ids
             and dep.namespaces.isdisjoint(self._namespaces)
-            and not (self._scoped and virtual_service_candidates(self.ctx, host))
+            and self._all_import(host, classes)
         ):
             return {View(ANY_NAMESPACE): classes}  # the common case: no class here sees the host its own way
         groups: dict[View, list[SourceClass]] = {}
         for cls in classes:
             groups.setdefault(view_of(self.ctx, cls, host), []).append(cls)
         return groups
+
+    def _all_import(self, host: Host, classes: list[SourceClass]) -> bool:
+        """Whether the Sidecar egress of each of `classes` (those that see the host) imports every
+        VirtualService of the host."""
+        if not self._scoped or not virtual_service_candidates(self.ctx, host):
+            return True
+        sidecars = self.per_list(
+            "sidecars",
+            (classes,),
+            lambda: [*{c.sidecar.meta.key: c.sidecar for c in classes if c.egress_scoped}.values()],
+        )
+        return not any(not_imported(self.ctx, sidecar, host) for sidecar in sidecars)
 
     # -- one destination port -------------------------------------------------------------
     def port_entry(self, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> dict[str, Any]:

@@ -308,15 +308,18 @@ def imports_virtual_service(ctx: CompileContext, sidecar: IstioObject, vs: Istio
     return ctx.memo[key]
 
 
-def not_imported(ctx: CompileContext, cls: SourceClass, host: Host) -> frozenset[str]:
-    """The host's VirtualServices the class's Sidecar egress leaves out (none without an egress section)."""
-    if not cls.egress_scoped:
+def not_imported(ctx: CompileContext, sidecar: IstioObject | None, host: Host) -> frozenset[str]:
+    """The host's VirtualServices a Sidecar's egress leaves out (none without a Sidecar egress section)."""
+    if sidecar is None or not sidecar.spec.get("egress"):
         return frozenset()
-    return frozenset(
-        vs.meta.key
-        for vs, _, hosts in virtual_service_candidates(ctx, host)
-        if not imports_virtual_service(ctx, cls.sidecar, vs, hosts)
-    )
+    key = ("not-imported", sidecar.meta.key, host.fqdn)
+    if key not in ctx.memo:
+        ctx.memo[key] = frozenset(
+            vs.meta.key
+            for vs, _, hosts in virtual_service_candidates(ctx, host)
+            if not imports_virtual_service(ctx, sidecar, vs, hosts)
+        )
+    return ctx.memo[key]
 
 
 def _resolved_destination_rules(ctx: CompileContext) -> dict[str, list[tuple[IstioObject, list[str], str]]]:
@@ -490,4 +493,4 @@ def view_of(ctx: CompileContext, cls: SourceClass, host: Host) -> View:
     dep = host_dependence(ctx, host)
     namespace = cls.namespace if dep.namespaces is None or cls.namespace in dep.namespaces else ANY_NAMESPACE
     matches = cls.source_matches & dep.source_ids if dep.source_ids else frozenset()
-    return View(namespace, matches, not_imported(ctx, cls, host))
+    return View(namespace, matches, not_imported(ctx, cls.sidecar, host))
