@@ -48,7 +48,6 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         from dpumesh.k8s.manifests import plain, render_files
-        from dpumesh.k8s.validate import validate_manifests
 
         result = super().run(tmp, task_vars)
         args = plain(dict(self._task.args))  # plain types: the YAML dumper refuses Ansible's tagged strings
@@ -65,6 +64,8 @@ class ActionModule(ActionBase):
             verified = self._verify(render, task_vars)
             if verified.get("failed") or verified.get("verified"):
                 return {**result, **verified, "validated": False}
+        from dpumesh.k8s.validate import validate_manifests  # the schemas' libraries: only once a check needs them
+
         problems = validate_manifests(objects, versions)
         if problems:
             result.update(failed=True, msg=f"{component}: rendered manifests are invalid:\n- " + "\n- ".join(problems))

@@ -128,7 +128,12 @@ class ActionModule(ActionBase):
         return result
 
     def _remote_version(self, root: str, task_vars) -> str | None:
-        """The version `current` points at on the target (as dpumesh_activate reads it), or None."""
+        """The version `current` points at on the target (as dpumesh_activate reads it), or None. A target that
+        is the controller itself (local connection, no become) is read in this process: starting a module costs
+        more than reading a symlink."""
+        if self._connection.transport == "local" and not self._play_context.become:
+            current = os.path.join(root, "current")
+            return os.path.basename(os.readlink(current)) if os.path.islink(current) else None
         found = self._execute_module(
             "ansible.builtin.stat",
             module_args={"path": f"{root}/current", "get_checksum": False, "get_mime": False, "get_attributes": False},

@@ -201,23 +201,27 @@ def probe(p: dict) -> dict:
     return {"facts": facts, "findings": findings.items}
 
 
+# Module level, so the action plugin (action_plugins/dpu_preflight_probe.py) validates the same options when it
+# runs probe() in its own process.
+ARGUMENT_SPEC = {
+    "kind": {"type": "str", "required": True, "choices": ["host", "soc"]},
+    "sysfs_root": {"type": "path", "default": "/sys"},
+    "procfs_root": {"type": "path", "default": "/proc"},
+    "modules_root": {"type": "path", "default": "/lib/modules"},
+    "vf_provider": {"type": "str", "default": "sriov", "choices": ["sriov", "veth"]},
+    "model": {"type": "dict", "default": {}},
+    "pci_address": {"type": "str", "default": ""},
+    "pf": {"type": "str", "default": ""},
+    "num_vfs": {"type": "int", "default": 0},
+    "hugepages_mb": {"type": "int", "default": 0},
+    "min_free_memory_mb": {"type": "int", "default": 2048},
+    "min_kernel": {"type": "str", "default": "5.4"},
+    "modules": {"type": "list", "elements": "str", "default": []},
+}
+
+
 def main() -> None:
-    spec = {
-        "kind": {"type": "str", "required": True, "choices": ["host", "soc"]},
-        "sysfs_root": {"type": "path", "default": "/sys"},
-        "procfs_root": {"type": "path", "default": "/proc"},
-        "modules_root": {"type": "path", "default": "/lib/modules"},
-        "vf_provider": {"type": "str", "default": "sriov", "choices": ["sriov", "veth"]},
-        "model": {"type": "dict", "default": {}},
-        "pci_address": {"type": "str", "default": ""},
-        "pf": {"type": "str", "default": ""},
-        "num_vfs": {"type": "int", "default": 0},
-        "hugepages_mb": {"type": "int", "default": 0},
-        "min_free_memory_mb": {"type": "int", "default": 2048},
-        "min_kernel": {"type": "str", "default": "5.4"},
-        "modules": {"type": "list", "elements": "str", "default": []},
-    }
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     result = probe(module.params)
     module.exit_json(changed=False, **result)
 

@@ -83,25 +83,46 @@ def _recorded(directory, fingerprint):
     return _read(os.path.join(directory, FINGERPRINT)) if fingerprint else None
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "files": {"type": "list", "elements": "dict", "required": True},
-            "prune_glob": {"type": "str", "default": DEFAULT_PRUNE_GLOB},
-            "mode": {"type": "str", "default": "0644"},
-            "fingerprint": {"type": "str", "default": ""},
-            "verify_only": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    directory, mode, prune_glob = module.params["path"], int(module.params["mode"], 8), module.params["prune_glob"]
+# Module level, so the action plugin (action_plugins/dpumesh_k8s_render_dir.py) checks the same options when it
+# compares in its own process.
+ARGUMENT_SPEC = {
+    "path": {"type": "path", "required": True},
+    "files": {"type": "list", "elements": "dict", "required": True},
+    "prune_glob": {"type": "str", "default": DEFAULT_PRUNE_GLOB},
+    "mode": {"type": "str", "default": "0644"},
+    "fingerprint": {"type": "str", "default": ""},
+    "verify_only": {"type": "bool", "default": False},
+}
+
+
+def wanted_files(files):
+    """{name: content} of the files option; ValueError naming an entry that is not a plain name and a string."""
     wanted = {}
-    for entry in module.params["files"]:
+    for entry in files:
         name, content = entry.get("name"), entry.get("content")
         if not name or os.path.basename(name) != name or not isinstance(content, str):
-            module.fail_json(msg=f"files: entry {name!r} needs a plain file name and string content")
+            raise ValueError(f"files: entry {name!r} needs a plain file name and string content")
         wanted[name] = content
+    return wanted
+
+
+def unchanged(directory, wanted, fingerprint, prune_glob=DEFAULT_PRUNE_GLOB):
+    """The module's result when the directory already holds exactly `wanted` and records `fingerprint` (or none
+    is given): nothing to write; None when something would change."""
+    changed = compare(directory, wanted, prune_glob)[2]
+    recorded = _recorded(directory, fingerprint)
+    if changed or (fingerprint and recorded != fingerprint):
+        return None
+    return {"changed": False, "verified": recorded == fingerprint != "", "written": [], "removed": [], "diff": []}
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    directory, mode, prune_glob = module.params["path"], int(module.params["mode"], 8), module.params["prune_glob"]
+    try:
+        wanted = wanted_files(module.params["files"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     if module.params["verify_only"]:
         module.exit_json(**verify(directory, module.params["files"], module.params["fingerprint"], prune_glob))
     written, removed, changed = compare(directory, wanted, prune_glob)
