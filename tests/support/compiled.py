@@ -41,15 +41,25 @@ class Compiled:
     def class_of(self, pod_ip: str) -> str:
         return next(name for name, ips in self.source_classes().items() if pod_ip in ips)
 
-    def chain_for(self, source: str, address: str, port: int, sni: str = "") -> str:
-        """The chain the outbound listener's matcher picks for a connection, as Envoy evaluates it."""
+    def chain_for(self, source: str, address: str, port: int, sni: str = "", http: str = "") -> str:
+        """The chain the outbound listener's matcher picks for a connection, as Envoy evaluates it.
+
+        `sni`: the TLS ClientHello's server name (the connection is TLS when given); `http`: what the HTTP
+        inspector would detect in plaintext ("'http/1.1'", "'h2c'"). Each counts only where its inspector runs.
+        """
+        listener = self.listener("outbound")
+        tls = bool(sni) and inspects(listener, "envoy.filters.listener.tls_inspector", port)
         inputs = {
             "DestinationPortInput": str(port),
             "DestinationIPInput": address,
-            "ServerNameInput": sni,
+            "ServerNameInput": sni if tls else "",
+            "TransportProtocolInput": "tls" if tls else "raw_buffer",
+            "ApplicationProtocolInput": http
+            if inspects(listener, "envoy.filters.listener.http_inspector", port)
+            else "",
             "FilterStateInput": next((c for c, ips in self.source_classes().items() if source in ips), ""),
         }
-        return _evaluate(self.listener("outbound")["filter_chain_matcher"], inputs)
+        return _evaluate(listener["filter_chain_matcher"], inputs)
 
     def routes_for(self, source: str, port: int, authority: str) -> list[dict[str, Any]]:
         """The routes a request from `source` with this authority can reach, in order, without the class gates.
@@ -97,6 +107,23 @@ def _evaluate(on_match: dict[str, Any], inputs: dict[str, str]) -> str:
             chosen = tree["exact_match_map"]["map"].get(value)
         on_match = chosen if chosen is not None else matcher["on_no_match"]
     return on_match["action"]["name"]
+
+
+def inspects(listener: dict[str, Any], name: str, port: int) -> bool:
+    """Whether listener filter `name` runs for connections to `port` (its `filter_disabled` predicate)."""
+    found = next((f for f in listener["listener_filters"] if f["name"] == name), None)
+    return found is not None and not _predicate(found.get("filter_disabled"), port)
+
+
+def _predicate(rule: dict[str, Any] | None, port: int) -> bool:
+    if rule is None:
+        return False
+    if "not_match" in rule:
+        return not _predicate(rule["not_match"], port)
+    if "or_match" in rule:
+        return any(_predicate(r, port) for r in rule["or_match"]["rules"])
+    span = rule["destination_port_range"]
+    return span["start"] <= port < span["end"]
 
 
 def network_filter(chain: dict[str, Any], name: str) -> dict[str, Any]:

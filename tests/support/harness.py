@@ -344,6 +344,15 @@ class MeshLab:
         }
         return self.send(client, [request] * count)
 
+    def tcp(self, client: str, ip: str, port: int, send: str = "", timeout: float = 5) -> dict[str, Any]:
+        """One raw TCP connection from pod `client` (see tcp_client.py): what came back, and when."""
+        argv = ["ip", "netns", "exec", self.pod_netns[client], PYTHON, str(SUPPORT / "tcp_client.py")]
+        request = json.dumps({"ip": ip, "port": port, "send": send, "timeout": timeout})
+        done = subprocess.run(argv, input=request, capture_output=True, text=True, timeout=timeout + 30)
+        if done.returncode != 0:
+            raise LabError(f"tcp client in {self.pod_netns[client]} failed: {done.stderr.strip()}")
+        return json.loads(done.stdout)
+
     def admin(self, path: str) -> Reply:
         request = {"ip": "127.0.0.1", "port": self.mesh.proxy.admin_port, "path": path, "timeout": 5}
         return self.send("", [request], netns=self.dpu)[0]

@@ -120,6 +120,8 @@ class OutboundPart:
     class_parity: dict[ParityEntry, list[frozenset[str]]]
     views: parity.ClassViews
     described: list[str]
+    sni_ports: set[int]  # destination ports the TLS inspector runs on
+    sniffed_ports: set[int]  # destination ports the HTTP inspector runs on
 
 
 # A node whose classes are at least this share of the cluster's gets the outbound chains of all of them.
@@ -151,6 +153,8 @@ def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[Sou
             class_parity=ctx.class_parity,
             views=parity.class_views(ctx.class_parity, [c.name for c in classes]),
             described=describe_listener({"name": "outbound", **body}),
+            sni_ports=builder.sni_ports,
+            sniffed_ports=builder.sniffed_ports,
         )
     part = ctx.memo[key]
     ctx.class_parity = part.class_parity
@@ -184,7 +188,7 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
     ctx.diag.raise_if_errors()
 
     fixed = catalog.fixed_clusters() + inbound_clusters
-    head = compact_json(listener_head(ctx, classes))
+    head = compact_json(listener_head(ctx, classes, outbound.sni_ports, outbound.sniffed_ports))
     listeners = [
         head[:-1] + b"," + outbound.chains_json + b"}",
         encode_resource(LISTENER, inbound_listener),

@@ -158,12 +158,14 @@ class ClusterCatalog:
                 "cluster_name": istio_name(port, subset, host.fqdn),
                 "endpoints": [{"lb_endpoints": [_lb_endpoint(e) for e in endpoints]}] if endpoints else [],
             }
-        if _upstream_http2(hp.protocol, policy.get("connectionPool")):
+        if host.sniffs(port):
+            cluster["typed_extension_protocol_options"] = _http_options(http2=False, downstream=True)
+        elif _upstream_http2(hp.protocol, policy.get("connectionPool")):
             cluster["typed_extension_protocol_options"] = _http_options(http2=True)
         where = ("DestinationRule", dr.meta.namespace, dr.meta.name) if dr else None
         name = istio_name(port, subset, host.fqdn)
         self.apply_load_balancer(cluster, policy.get("loadBalancer"), where, name, is_http(hp.protocol))
-        self.apply_connection_pool(cluster, policy.get("connectionPool"), where, hp.protocol)
+        self.apply_connection_pool(cluster, policy.get("connectionPool"), where, hp.protocol, host.sniffs(port))
         self.apply_outlier(cluster, policy.get("outlierDetection"), where)
         self.apply_tls(cluster, cls, host, port, subset, policy.get("tls"), where, endpoints)
         if not cluster["common_lb_config"]:
@@ -219,7 +221,7 @@ class ClusterCatalog:
         if "localityLbSetting" in lb:
             pass  # one node, one locality: nothing to do (reported in parity)
 
-    def apply_connection_pool(self, cluster, pool, where, protocol) -> None:
+    def apply_connection_pool(self, cluster, pool, where, protocol, sniffed: bool = False) -> None:
         if not pool:
             return
         thresholds = cluster["circuit_breakers"]["thresholds"][0]
@@ -247,9 +249,9 @@ class ClusterCatalog:
         if http.get("h2UpgradePolicy", "DEFAULT") not in H2_UPGRADE_POLICIES:
             message = f"{http['h2UpgradePolicy']!r} is not one of {H2_UPGRADE_POLICIES}"
             self._error(where, f"{fld}.http.h2UpgradePolicy", message)
-        if options and is_http(protocol):
+        if options and (is_http(protocol) or sniffed):
             http2 = _upstream_http2(protocol, pool)
-            cluster["typed_extension_protocol_options"] = _http_options(http2=http2, common=options)
+            cluster["typed_extension_protocol_options"] = _http_options(http2, common=options, downstream=sniffed)
 
     def apply_outlier(self, cluster, od, where) -> None:
         if not od:
@@ -380,11 +382,15 @@ def _upstream_http2(protocol: str, pool: dict[str, Any] | None) -> bool:
     return protocol in ("HTTP2", "GRPC") or (is_http(protocol) and upgrade == "UPGRADE")
 
 
-def _http_options(http2: bool, common: dict[str, Any] | None = None) -> dict[str, Any]:
-    protocol = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+def _http_options(http2: bool, common: dict[str, Any] | None = None, downstream: bool = False) -> dict[str, Any]:
+    """The upstream HTTP version: HTTP/2 or HTTP/1.1, or the client's own on a port whose protocol is detected."""
+    if downstream:
+        version = {"use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}
+    else:
+        version = {"explicit_http_config": {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}}
     options = typed(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        explicit_http_config=protocol,
+        **version,
         **({"common_http_protocol_options": common} if common else {}),
     )
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}

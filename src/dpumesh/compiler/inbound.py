@@ -83,6 +83,12 @@ def declared_ports(ctx: CompileContext, pod: Pod) -> dict[int, str]:
     return {port: protocol for port, (protocol, _) in sorted(ports.items())}
 
 
+def detected_ports(ctx: CompileContext, pod: Pod) -> list[int]:
+    """The pod's ports that a Service declares without a protocol: a sidecar would detect it per connection."""
+    found = {e.port for host, hp, e in _service_endpoints_by_address(ctx).get(pod.ip, []) if host.sniffs(hp.number)}
+    return sorted(found)
+
+
 def _service_endpoints_by_address(ctx: CompileContext) -> dict[str, list]:
     """Pod IP → (host, port, endpoint) of every Service endpoint, in registry order (built once per state)."""
     key = ("service-endpoints-by-address",)
@@ -252,6 +258,14 @@ class InboundBuilder:
             DIFFERENT,
             "forwarded as TCP with the pod's mTLS mode and TCP authorization rules; a sidecar sniffs HTTP",
         )
+        for port in detected_ports(self.ctx, pod):
+            self.ctx.note(
+                [pod],
+                f"inbound protocol of port {port}",
+                DIFFERENT,
+                "no Service names its protocol: forwarded as TCP with TCP authorization rules; a sidecar detects "
+                "HTTP here (clients' proxies do detect it, so their HTTP routing applies)",
+            )
         if not by_port:
             return passthrough
         return {

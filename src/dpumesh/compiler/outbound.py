@@ -56,12 +56,46 @@ def _input(kind: str) -> dict[str, Any]:
     return {"name": kind, "typed_config": typed(INPUT + kind)}
 
 
+# What the HTTP inspector detected: HTTP/1.x or h2c (prior knowledge), the protocols Istio routes as HTTP.
+DETECTED_HTTP = ("'http/1.0'", "'http/1.1'", "'h2c'")
+
+
+def _detected(http_chain: str, otherwise: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP chain for plaintext HTTP, `otherwise` for TLS or any other protocol."""
+    by_protocol = {
+        "matcher": {
+            "matcher_tree": {
+                "input": _input("ApplicationProtocolInput"),
+                "exact_match_map": {"map": dict.fromkeys(DETECTED_HTTP, _action(http_chain))},
+            },
+            "on_no_match": otherwise,
+        }
+    }
+    return {
+        "matcher": {
+            "matcher_tree": {"input": _input("TransportProtocolInput"), "exact_match_map": {"map": {"tls": otherwise}}},
+            "on_no_match": by_protocol,
+        }
+    }
+
+
 # The chain matcher's view of the class the listener filter stored (listener filters run before it).
 CLASS_INPUT = {"name": "FilterStateInput", "typed_config": typed(INPUT + "FilterStateInput", key=CLASS_KEY)}
 
 
-def listener_head(ctx: CompileContext, classes: list[SourceClass]) -> dict[str, Any]:
-    """The outbound listener without its chains: what only this node's pods decide (their IPs)."""
+def listener_head(
+    ctx: CompileContext, classes: list[SourceClass], sni_ports: set[int], sniffed_ports: set[int]
+) -> dict[str, Any]:
+    """The outbound listener without its chains: what only this node's pods decide (their IPs).
+
+    The inspectors wait for the client's first bytes, so each runs only on the destination ports that need it
+    (TLS: ports with hosts matched by SNI; HTTP: ports whose protocol is detected). A server-first protocol
+    (MySQL, SMTP) on any other port is forwarded at once.
+    """
+    inspectors = [
+        _inspector("tls_inspector", "tls_inspector.v3.TlsInspector", sni_ports),
+        _inspector("http_inspector", "http_inspector.v3.HttpInspector", sniffed_ports),
+    ]
     return {
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": "outbound",
@@ -75,10 +109,7 @@ def listener_head(ctx: CompileContext, classes: list[SourceClass]) -> dict[str, 
                 "name": "envoy.filters.listener.original_dst",
                 "typed_config": typed("envoy.extensions.filters.listener.original_dst.v3.OriginalDst"),
             },
-            {
-                "name": "envoy.filters.listener.tls_inspector",
-                "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
-            },
+            *[i for i in inspectors if i],
             tls.source_filter(
                 ctx,
                 CLASS_KEY,
@@ -86,6 +117,27 @@ def listener_head(ctx: CompileContext, classes: list[SourceClass]) -> dict[str, 
                 [p for c in classes for p in c.pods],
             ),
         ],
+        # A client that sends nothing on an inspected port is forwarded as TCP after the inspectors' timeout.
+        "continue_on_listener_filters_timeout": True,
+    }
+
+
+def _inspector(name: str, config: str, ports: set[int]) -> dict[str, Any] | None:
+    """A listener filter that runs only for connections to `ports` (none: no filter)."""
+    if not ports:
+        return None
+    runs: list[list[int]] = []
+    for port in sorted(ports):
+        if runs and runs[-1][1] == port:
+            runs[-1][1] = port + 1
+        else:
+            runs.append([port, port + 1])
+    ranges = [{"destination_port_range": {"start": start, "end": end}} for start, end in runs]
+    enabled = ranges[0] if len(ranges) == 1 else {"or_match": {"rules": ranges}}
+    return {
+        "name": f"envoy.filters.listener.{name}",
+        "typed_config": typed(f"envoy.extensions.filters.listener.{config}"),
+        "filter_disabled": {"not_match": enabled},
     }
 
 
@@ -187,6 +239,8 @@ class OutboundBuilder:
         self._scoped: list[SourceClass] = []
         self._scopes: list[tuple[str, frozenset[str]]] = []  # (class name, the hosts it sees) of scoped classes
         self._namespaces: set[str] = set()
+        self.sniffed_ports: set[int] = set()  # ports where some host's protocol is detected: HTTP inspector
+        self.sni_ports: set[int] = set()  # ports where some host is matched by SNI: TLS inspector
         self._seen: dict[tuple, list[SourceClass]] = {}
         self._per_list: dict[tuple, tuple[tuple, Any]] = {}
 
@@ -327,12 +381,22 @@ class OutboundBuilder:
 
     # -- one destination port -------------------------------------------------------------
     def port_entry(self, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> dict[str, Any]:
-        """Destination IP first (VIPs, headless pod IPs), then TLS SNI, then the port's HTTP chain."""
+        """Destination IP first (VIPs, headless pod IPs), then TLS SNI, then the port's HTTP chain.
+
+        A host whose protocol is detected is in both: its addresses lead to the HTTP chain when the connection
+        speaks HTTP/1.x or h2c, to its TCP chain otherwise.
+        """
         http_hosts = [(h, s) for h, s in hosts if is_http(h.ports[port].protocol)]
         other = [(h, s) for h, s in hosts if not is_http(h.ports[port].protocol)]
+        sniffed = [(h, s) for h, s in other if h.sniffs(port)]
         http_classes = {c.name for _, seen in http_hosts for c in seen}
-        http_chain = self.http_chain(port, http_hosts, http_classes) if http_hosts else ""
+        chain_classes = http_classes | {c.name for _, seen in sniffed for c in seen}
+        http_chain = self.http_chain(port, http_hosts + sniffed, chain_classes) if http_hosts or sniffed else ""
         sni_hosts = [(h, s) for h, s in other if h.ports[port].protocol == "TLS"]
+        if sniffed:
+            self.sniffed_ports.add(port)
+        if sni_hosts:
+            self.sni_ports.add(port)
         rest: dict[str, dict[str, Any]] = {}
         for cls in self.classes:
             fallback = _action(http_chain) if cls.name in http_classes else self.passthrough(cls)
@@ -354,15 +418,19 @@ class OutboundBuilder:
             if not addresses:
                 continue
             views = self.views(host, seen)
+
+            def tcp_or_http(chain: str, host: Host = host) -> dict[str, Any]:
+                return _detected(http_chain, _action(chain)) if host.sniffs(port) else _action(chain)
+
             if len(views) == 1 and len(seen) == len(self.classes):
                 [(view, group)] = views.items()
-                on_match = _action(self.tcp_chain(view, port, host, group))
+                on_match = tcp_or_http(self.tcp_chain(view, port, host, group))
                 for address in addresses:
                     ip_map.setdefault(address, on_match)
                 continue
             per_class = {}
             for view, group in views.items():
-                chain = _action(self.tcp_chain(view, port, host, group))
+                chain = tcp_or_http(self.tcp_chain(view, port, host, group))
                 per_class.update((cls.name, chain) for cls in group)
             if len(seen) < len(self.classes):
                 per_class.update({c.name: rest[c.name] for c in self.classes if c.name not in per_class})

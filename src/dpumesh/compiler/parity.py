@@ -22,12 +22,13 @@ def collect_class_notes(ctx: CompileContext, classes: list[SourceClass]) -> None
     """Outbound notes that follow from the state rather than from a compiled route, per class."""
     for host in ctx.registry.hosts.values():
         for hp in host.ports.values():
-            if not hp.explicit and host.kind == "Service":
+            if host.sniffs(hp.number):
                 ctx.note_classes(
                     frozenset(c.name for c in classes if sees(ctx, c, host)),
                     f"protocol of {host.fqdn}:{hp.number}",
-                    DIFFERENT,
-                    "port has no protocol name/appProtocol: Istio sniffs HTTP, dpumesh treats it as TCP",
+                    KEPT,
+                    "detected per connection, as Istio does: HTTP/1.x and h2c are routed as HTTP, the rest as TCP "
+                    "(a client that sends nothing first is forwarded as TCP after 15 s, where Istio waits)",
                 )
     ctx.note_classes(
         frozenset(c.name for c in classes),

@@ -22,7 +22,7 @@ KNOWN_PROTOCOLS = HTTP_PROTOCOLS | TLS_PROTOCOLS | TCP_PROTOCOLS
 def port_protocol(name: str, app_protocol: str) -> tuple[str, bool]:
     """(protocol, explicit) for a port: appProtocol first, then the name prefix.
 
-    Unnamed ports are sniffed by Istio; dpumesh treats them as TCP (reported in parity).
+    A Service port with neither is "TCP", not explicit: its protocol is detected per connection (`Host.sniffs`).
     """
     for value in (app_protocol.lower(), name.lower().split("-", 1)[0]):
         if value in KNOWN_PROTOCOLS:
@@ -71,6 +71,11 @@ class Host:
 
     def visible_to(self, namespace: str) -> bool:
         return exported_to(self.export_to, self.namespace, namespace)
+
+    def sniffs(self, port: int) -> bool:
+        """Whether a client's proxy detects the port's protocol, as Istio does for a Service port without a
+        protocol name or appProtocol: HTTP/1.x and h2c are routed as HTTP, anything else as TCP."""
+        return self.kind == "Service" and not self.ports[port].explicit
 
 
 def exported_to(export_to: list[str], owner_ns: str, client_ns: str) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from support.compiled import network_filter, pod_ip
+import json
+
+from support.compiled import inspects, network_filter, pod_ip
 
 from dpumesh.compiler.parity import features_of
 
@@ -399,7 +401,9 @@ kind: VirtualService
 metadata: {name: api-teapot, namespace: legacy}
 spec:
   hosts: [api.shop.svc.cluster.local]
-  http: [{fault: {abort: {httpStatus: 418, percentage: {value: 100}}}, route: [{destination: {host: api.shop.svc.cluster.local}}]}]
+  http:
+  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: api.shop.svc.cluster.local}}]
 """
 
 
@@ -420,3 +424,86 @@ def test_sidecar_egress_imports_a_virtual_service_only_from_the_namespaces_it_na
     assert aborts("other/by-host")
     classes = {c.class_of(pod_ip(c, f"other/{p}")) for p in ("plain", "shop-only", "with-legacy", "by-host")}
     assert len(classes) == 4
+
+
+DETECTED_AND_SERVER_FIRST = """
+apiVersion: v1
+kind: Service
+metadata: {name: detect, namespace: shop}
+spec: {clusterIP: 10.96.50.1, ports: [{port: 8000}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mysql, namespace: shop}
+spec: {clusterIP: 10.96.50.2, ports: [{name: mysql, port: 3306}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: secure, namespace: shop}
+spec: {clusterIP: 10.96.50.3, ports: [{name: https, port: 8443}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: detect, namespace: shop}
+spec:
+  hosts: [detect]
+  http: [{fault: {abort: {httpStatus: 418, percentage: {value: 100}}}, route: [{destination: {host: detect}}]}]
+"""
+
+
+def test_a_port_without_protocol_is_detected_per_connection_and_only_inspected_ports_wait(compile_docs):
+    """Istio detects the protocol of a Service port with no name or appProtocol: HTTP/1.x and h2c are routed as
+    HTTP (VirtualService http routes apply), anything else as TCP. Inspectors wait for the client's bytes, so
+    each runs only where needed: a server-first protocol on a TCP port is forwarded at once."""
+    c = compile_docs(API_POD_AND_SERVICE + DETECTED_AND_SERVER_FIRST)
+    client, detect = pod_ip(c, "shop/a"), "detect.shop.svc.cluster.local"
+    tcp_chain = c.chain_for(client, "10.96.50.1", 8000)
+    assert tcp_chain != "0.0.0.0_8000" and tcp_chain not in ("passthrough", "blackhole")
+    assert network_filter(c.chain(tcp_chain), "envoy.filters.network.tcp_proxy")["cluster"].startswith(
+        f"outbound|8000||{detect}"
+    )
+    for detected in ("'http/1.1'", "'http/1.0'", "'h2c'"):
+        assert c.chain_for(client, "10.96.50.1", 8000, http=detected) == "0.0.0.0_8000"
+    assert c.chain_for(client, "10.96.50.1", 8000, http="'h2'") == tcp_chain  # only plaintext HTTP is detected
+    assert c.chain_for(client, "10.96.50.1", 8000, sni=detect) == tcp_chain  # TLS stays TCP
+    # Plaintext HTTP to an address no Service has stays passthrough on this port, as under Istio.
+    assert c.chain_for(client, "192.0.2.1", 8000, http="'http/1.1'") == "passthrough"
+    route = c.vhost("0.0.0.0_8000", f"{detect}:8000")["routes"][0]
+    assert route["typed_per_filter_config"]["envoy.filters.http.fault"]["abort"]["http_status"] == 418
+    # The upstream speaks what the client spoke.
+    options = c.cluster(route["route"]["cluster"])["typed_extension_protocol_options"]
+    http_options = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert set(http_options["use_downstream_protocol_config"]) == {"http_protocol_options", "http2_protocol_options"}
+
+    listener = c.listener("outbound")
+    assert [p for p in (80, 3306, 8000, 8443) if inspects(listener, "envoy.filters.listener.http_inspector", p)] == [
+        8000
+    ]
+    assert [p for p in (80, 3306, 8000, 8443) if inspects(listener, "envoy.filters.listener.tls_inspector", p)] == [
+        8443
+    ]
+    assert listener["continue_on_listener_filters_timeout"] is True
+    features = {f["feature"]: f for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/a")}
+    assert features[f"protocol of {detect}:8000"]["status"] == "kept"
+
+
+def test_the_receiving_side_of_a_port_without_protocol_is_reported_as_tcp(compile_docs):
+    c = compile_docs(
+        API_POD_AND_SERVICE
+        + """
+apiVersion: v1
+kind: Service
+metadata: {name: detect, namespace: shop}
+spec: {selector: {app: detect}, ports: [{port: 8000}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: detect-0, namespace: shop, labels: {app: detect}}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+"""
+    )
+    features = {f["feature"]: f for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/detect-0")}
+    assert features["inbound protocol of port 8000"]["status"] == "kept-with-difference"
+    assert "inbound protocol of port 8000" not in {
+        f["feature"] for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/a")
+    }

@@ -1,0 +1,66 @@
+"""Ports whose protocol is detected, and server-first protocols, through the real Envoy.
+
+State: tests/behaviour/states/outbound. Service apps/detect declares port 8000 with no protocol name or
+appProtocol, and a VirtualService answers 418 for `x-case: teapot` on it. Service apps/banner declares
+`tcp-banner` 6000; the test runs a server there that speaks first and never reads.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.envoy, pytest.mark.netns]
+
+CLIENT = "open/open-client-0"
+DETECT = "apps/detect"
+BANNER_POD = "apps/banner-0"
+BANNER = "220 banner ready\r\n"
+SERVE_BANNER = f"""
+import socket
+server = socket.create_server(("0.0.0.0", 6000))
+print("listening", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.sendall({BANNER.encode()!r})
+    conn.close()
+"""
+
+
+def test_http_on_a_detected_port_gets_the_virtual_service_routes(outbound_lab):
+    path = f"/detect-{secrets.token_hex(4)}"
+    teapot = outbound_lab.call(CLIENT, DETECT, path=path, headers={"x-case": "teapot"})[0]
+    assert teapot.status == 418, teapot
+    assert outbound_lab.requests_seen("apps/detect-0", path) == []
+    reply = outbound_lab.call(CLIENT, DETECT, path=path)[0]
+    assert reply.status == 200, reply
+    assert reply.json()["pod"] == "detect-0"
+    assert len(outbound_lab.requests_seen("apps/detect-0", path)) == 1
+
+
+def test_other_bytes_on_a_detected_port_reach_the_server_as_tcp(outbound_lab):
+    before = outbound_lab.counter("http_inspector.http_not_found")
+    vip = outbound_lab.service(DETECT).cluster_ip
+    answer = outbound_lab.tcp(CLIENT, vip, 8000, send="HELO not http\r\n\r\n")
+    # The application's own HTTP server (Python's) refuses the line: the bytes crossed both proxies as TCP.
+    assert "Message: Bad request version ('http')" in answer["received"], answer
+    assert outbound_lab.counter("http_inspector.http_not_found") == before + 1
+
+
+def test_a_server_first_protocol_is_forwarded_without_waiting_for_the_client(outbound_lab):
+    netns = outbound_lab.pod_netns[BANNER_POD]
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", SERVE_BANNER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        vip = outbound_lab.service("apps/banner").cluster_ip
+        answer = outbound_lab.tcp(CLIENT, vip, 6000, timeout=5)
+        assert answer["received"] == BANNER, answer
+        assert answer["elapsed"] < 2, answer  # an inspector waiting for the client would hold it 15 s
+    finally:
+        server.kill()
+        server.wait()
