@@ -19,6 +19,7 @@ from dpumesh.compiler.registry import ServiceRegistry
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
 from dpumesh.compiler.steering import steering_model
 from dpumesh.compiler.validate import (
+    check_merged_destination_rules,
     check_port_conflicts,
     validate_destination_rule,
     validate_sidecar,
@@ -75,6 +76,7 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = 
         validate_virtual_service(ctx, vs)
     for dr in state.of_kind("DestinationRule"):
         validate_destination_rule(ctx, dr, catalog)
+    check_merged_destination_rules(ctx)
     for sc in state.of_kind("Sidecar"):
         validate_sidecar(ctx, sc)
     check_port_conflicts(ctx)

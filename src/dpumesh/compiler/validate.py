@@ -11,6 +11,7 @@ from typing import Any
 from dpumesh.compiler.context import CompileContext
 from dpumesh.compiler.registry import port_protocol
 from dpumesh.compiler.routes import RouteBuilder
+from dpumesh.compiler.views import destination_rule_groups
 from dpumesh.state.model import IstioObject
 
 
@@ -127,6 +128,29 @@ def validate_destination_rule(ctx: CompileContext, dr: IstioObject, catalog) -> 
             if layer.get("tls") and mode not in ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"):
                 ctx.diag.error(*where, "spec.trafficPolicy.tls.mode", f"{mode!r} is not a TLS mode")
         catalog.hash_policies.pop("", None)
+
+
+def check_merged_destination_rules(ctx: CompileContext) -> None:
+    """Warn where DestinationRules for one host in one namespace are merged and part of a newer one is dropped,
+    as istiod does (and warns): its traffic policy when an older one has one, a subset whose name is taken."""
+    for rules in destination_rule_groups(ctx).values():
+        taken: dict[str, str] = {}
+        policy_from = ""
+        for dr in rules:
+            where = ("DestinationRule", dr.meta.namespace, dr.meta.name)
+            if dr.spec.get("trafficPolicy"):
+                if policy_from:
+                    ctx.diag.warn(*where, "spec.trafficPolicy", f"ignored: DestinationRule {policy_from} is older and "
+                                  f"sets one for the same host; the two are merged")  # fmt: skip
+                else:
+                    policy_from = dr.meta.key
+            for i, subset in enumerate(dr.spec.get("subsets") or []):
+                name = subset.get("name") if isinstance(subset, dict) else None
+                if name in taken and taken[name] != dr.meta.key:
+                    ctx.diag.warn(*where, f"spec.subsets[{i}]", f"ignored: subset {name!r} is defined by the older "
+                                  f"DestinationRule {taken[name]} for the same host")  # fmt: skip
+                elif isinstance(name, str):
+                    taken.setdefault(name, dr.meta.key)
 
 
 def validate_sidecar(ctx: CompileContext, sc: IstioObject) -> None:

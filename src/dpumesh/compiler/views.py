@@ -323,20 +323,52 @@ def not_imported(ctx: CompileContext, sidecar: IstioObject | None, host: Host) -
 
 
 def _resolved_destination_rules(ctx: CompileContext) -> dict[str, list[tuple[IstioObject, list[str], str]]]:
-    """Namespace → (DestinationRule, exportTo, resolved host pattern) of rules without a workloadSelector."""
+    """Namespace → (DestinationRule, exportTo, resolved host pattern) of rules without a workloadSelector;
+    the rules of one host with the same exportTo merged into one (`merge_destination_rules`)."""
     key = ("destination-rules",)
     if key not in ctx.memo:
         by_ns: dict[str, list[tuple[IstioObject, list[str], str]]] = {}
-        for dr in ctx.state.of_kind("DestinationRule"):
+        for (namespace, pattern, export_to), rules in destination_rule_groups(ctx).items():
+            by_ns.setdefault(namespace, []).append((merge_destination_rules(rules), list(export_to), pattern))
+        ctx.memo[key] = by_ns
+    return ctx.memo[key]
+
+
+def destination_rule_groups(ctx: CompileContext) -> dict[tuple[str, str, tuple[str, ...]], list[IstioObject]]:
+    """(namespace, resolved host, exportTo) → its DestinationRules without a workloadSelector, oldest first."""
+    key = ("destination-rule-groups",)
+    if key not in ctx.memo:
+        groups: dict[tuple[str, str, tuple[str, ...]], list[IstioObject]] = {}
+        for dr in by_age(ctx.state.of_kind("DestinationRule")):
             raw = dr.spec.get("host")
             if dr.spec.get("workloadSelector") or not isinstance(raw, str):
                 continue
-            export_to = [str(e) for e in dr.spec.get("exportTo") or ["*"]]
-            by_ns.setdefault(dr.meta.namespace, []).append(
-                (dr, export_to, ctx.registry.resolve(raw, dr.meta.namespace))
-            )
-        ctx.memo[key] = by_ns
+            export_to = tuple(str(e) for e in dr.spec.get("exportTo") or ["*"])
+            pattern = ctx.registry.resolve(raw, dr.meta.namespace)
+            groups.setdefault((dr.meta.namespace, pattern, export_to), []).append(dr)
+        ctx.memo[key] = groups
     return ctx.memo[key]
+
+
+def merge_destination_rules(rules: list[IstioObject]) -> IstioObject:
+    """Several DestinationRules for one host in one namespace, merged as istiod merges them: the traffic policy
+    of the oldest that has one, and every subset whose name no older rule took. One rule is itself."""
+    first, *newer = rules
+    if not newer:
+        return first
+    spec = dict(first.spec)
+    subsets = [s for s in first.spec.get("subsets") or [] if isinstance(s, dict)]
+    names = {s.get("name") for s in subsets}
+    for dr in newer:
+        if not spec.get("trafficPolicy") and dr.spec.get("trafficPolicy"):
+            spec["trafficPolicy"] = dr.spec["trafficPolicy"]
+        for subset in dr.spec.get("subsets") or []:
+            if isinstance(subset, dict) and subset.get("name") not in names:
+                subsets.append(subset)
+                names.add(subset.get("name"))
+    if subsets:
+        spec["subsets"] = subsets
+    return IstioObject(first.meta, spec)
 
 
 def _destination_rule_index(ctx: CompileContext, scope: str) -> tuple[dict[str, list], list]:

@@ -507,3 +507,48 @@ spec: {nodeName: node-1, containers: [{name: c, image: x}]}
     assert "inbound protocol of port 8000" not in {
         f["feature"] for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/a")
     }
+
+
+TWO_RULES_ONE_HOST = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api-base, namespace: shop, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  host: api
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api-canary, namespace: shop, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  host: api.shop.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets: [{name: v1, labels: {version: other}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api]
+  http:
+  - match: [{headers: {x-canary: {exact: "1"}}}]
+    route: [{destination: {host: api, subset: v2}}]
+  - route: [{destination: {host: api, subset: v1}}]
+"""
+
+
+def test_destination_rules_for_one_host_in_one_namespace_are_merged_as_istiod_merges_them(compile_docs):
+    """The older rule's traffic policy, every subset whose name is not taken yet; what is dropped is warned about."""
+    c = compile_docs(API_POD_AND_SERVICE + TWO_RULES_ONE_HOST)
+    api = "api.shop.svc.cluster.local"
+    canary, stable = (r["route"]["cluster"] for r in c.routes_for(pod_ip(c, "shop/a"), 80, api))
+    assert canary == f"outbound|80|v2|{api}"  # the newer rule's subset: not an undefined-subset 503
+    assert stable == f"outbound|80|v1|{api}"
+    for name in (canary, stable):
+        assert c.cluster(name)["lb_policy"] == "RANDOM"  # the older rule's policy
+    assert c.cluster(stable)["load_assignment"]["cluster_name"] == stable
+    warnings = {(w.name, w.field): w.message for w in c.bundle.warnings}
+    assert "api-base" in warnings[("api-canary", "spec.trafficPolicy")]
+    assert "'v1'" in warnings[("api-canary", "spec.subsets[0]")]
+    assert ("api-canary", "spec.subsets[1]") not in warnings
