@@ -12,6 +12,7 @@ FABRIC_NETNS = "dpumesh-fabric"
 FABRIC_BRIDGE = "br-fabric"
 FABRIC_DEVICE = "fabric0"  # the DPU's fabric port, in the DPU namespace
 POD_DEVICE = "eth0"  # the VF as the pod sees it
+NETNS_RUN = Path("/run/netns")  # one entry per named namespace: what `ip netns list` lists
 NETNS_ETC = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc
 _NETNS_MAX = 64
 
