@@ -100,7 +100,7 @@ class ClusterCatalog:
         return self.cluster_for(cls, host, port, subset)
 
     def cluster_for(self, cls: View, host: Host, port: int, subset: str = "") -> str:
-        dr = destination_rule_for(self.ctx, cls.namespace, host)
+        dr = destination_rule_for(self.ctx, cls.namespace, host, cls.source_matches)
         if subset and not _find_subset(dr, subset):
             # Undefined subset → 503, like Istio: a name no cluster has, even where another
             # namespace's DestinationRule defines that subset under Istio's name.
@@ -120,7 +120,7 @@ class ClusterCatalog:
             name += f"~{cls.namespace}"
         else:
             self._names[any_client] = name
-        if dr and dr.meta.namespace != host.namespace:
+        if dr and (dr.meta.namespace != host.namespace or dr.spec.get("workloadSelector")):
             name += f"~dr={dr.meta.key}"
         cluster["name"] = name
         cluster["alt_stat_name"] = istio_name(port, subset, host.fqdn)

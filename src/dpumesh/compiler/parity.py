@@ -45,10 +45,6 @@ def collect_pod_notes(ctx: CompileContext) -> None:
         for pod in pods:
             if _applies_to(meta, None, pod, ctx.mesh.root_namespace):
                 ctx.note([pod], f"{meta.kind}/{meta.key}", UNSUPPORTED, f"{meta.kind} is not translated by dpumesh")
-    for dr in ctx.state.of_kind("DestinationRule"):
-        if dr.spec.get("workloadSelector"):
-            affected = [p for p in pods if _applies_to(dr.meta, dr.spec["workloadSelector"], p, "")]
-            ctx.note(affected, f"DestinationRule/{dr.meta.key} workloadSelector", UNSUPPORTED, "ignored")
     for sc in ctx.state.of_kind("Sidecar"):
         if sc.spec.get("ingress"):
             affected = [p for p in pods if _applies_to(sc.meta, sc.spec.get("workloadSelector"), p, "")]

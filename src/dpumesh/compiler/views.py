@@ -33,7 +33,7 @@ class SourceClass:
     name: str
     namespace: str
     sidecar: IstioObject | None
-    source_matches: frozenset[str]  # ids of VirtualService matches whose sourceLabels the pods satisfy
+    source_matches: frozenset[str]  # ids of what selects the pods as clients (`source_label_matches`)
     pods: list[Pod] = field(default_factory=list)
     outbound_policy: str = "ALLOW_ANY"
 
@@ -113,11 +113,19 @@ def _source_label_selectors(ctx: CompileContext) -> list[tuple[str, dict]]:
 
 
 def source_label_matches(ctx: CompileContext, pod: Pod) -> frozenset[str]:
-    return frozenset(
+    """The ids of what selects the pod as a client: VirtualService sourceLabels matches, and DestinationRules
+    of its namespace whose workloadSelector picks it."""
+    matches = [
         ident
         for ident, labels in _source_label_selectors(ctx)
         if all(pod.labels.get(k) == str(v) for k, v in labels.items())
-    )
+    ]
+    matches += [
+        ident
+        for ident, dr, _ in _selected_rules(ctx)
+        if dr.meta.namespace == pod.namespace and ctx.selects(dr, pod, "workloadSelector")
+    ]
+    return frozenset(matches)
 
 
 def class_name(namespace: str, sidecar: str, source_matches: frozenset[str]) -> str:
@@ -386,8 +394,43 @@ def _destination_rule_index(ctx: CompileContext, scope: str) -> tuple[dict[str, 
     return ctx.memo[key]
 
 
-def destination_rule_for(ctx: CompileContext, namespace: str, host: Host) -> IstioObject | None:
-    """Client namespace > the service's namespace > root namespace; exact host before wildcard."""
+def selected_rules_for(ctx: CompileContext, fqdn: str) -> list[tuple[str, IstioObject]]:
+    """(id, DestinationRule) of the rules with a workloadSelector for `fqdn`: exact host first, each by age."""
+    key = ("selected-rules-for", fqdn)
+    if key not in ctx.memo:
+        exact = [(ident, dr) for ident, dr, pattern in _selected_rules(ctx) if pattern == fqdn]
+        wildcard = [
+            (i, dr) for i, dr, pattern in _selected_rules(ctx) if pattern != fqdn and host_matches(pattern, fqdn)
+        ]
+        ctx.memo[key] = exact + wildcard
+    return ctx.memo[key]
+
+
+def _selected_rules(ctx: CompileContext) -> list[tuple[str, IstioObject, str]]:
+    """(id, DestinationRule, resolved host) of every rule with a workloadSelector, oldest first.
+
+    Its id joins the source ids of the pods it selects (`source_label_matches`), so those pods get classes and
+    views of their own, and `destination_rule_for` gives them the rule.
+    """
+    key = ("selected-destination-rules",)
+    if key not in ctx.memo:
+        ctx.memo[key] = [
+            (f"dr:{dr.meta.key}", dr, ctx.registry.resolve(dr.spec["host"], dr.meta.namespace))
+            for dr in by_age(ctx.state.of_kind("DestinationRule"))
+            if dr.spec.get("workloadSelector") and isinstance(dr.spec.get("host"), str)
+        ]
+    return ctx.memo[key]
+
+
+def destination_rule_for(
+    ctx: CompileContext, namespace: str, host: Host, source_ids: frozenset[str] = frozenset()
+) -> IstioObject | None:
+    """A rule with a workloadSelector that selects the client (its id in `source_ids`), as istiod prefers it;
+    otherwise client namespace > the service's namespace > root namespace, exact host before wildcard."""
+    if source_ids:
+        for ident, dr in selected_rules_for(ctx, host.fqdn):
+            if ident in source_ids:
+                return dr
     key = ("dr", namespace, host.fqdn)
     if key in ctx.memo:
         return ctx.memo[key]
@@ -490,11 +533,12 @@ def host_dependence(ctx: CompileContext, host: Host) -> Dependence:
         namespaces |= _source_namespaces(vs)
         destinations |= _destination_hosts(ctx, vs)
     for fqdn in destinations:
+        source_ids.update(ident for ident, _ in selected_rules_for(ctx, fqdn))
         rule = _rule_dependence(ctx, fqdn)
         if rule is None:
             every = True
-            break
-        namespaces |= rule
+        elif not every:
+            namespaces |= rule
     result = Dependence(None if every else frozenset(namespaces), frozenset(source_ids))
     ctx.memo[key] = result
     return result

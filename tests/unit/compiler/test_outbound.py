@@ -552,3 +552,55 @@ def test_destination_rules_for_one_host_in_one_namespace_are_merged_as_istiod_me
     assert "api-base" in warnings[("api-canary", "spec.trafficPolicy")]
     assert "'v1'" in warnings[("api-canary", "spec.subsets[0]")]
     assert ("api-canary", "spec.subsets[1]") not in warnings
+
+
+SELECTED_RULE = """
+apiVersion: v1
+kind: Pod
+metadata: {name: canary-client, namespace: shop, labels: {role: canary}}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: shop}
+spec:
+  host: api
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api-for-canaries, namespace: shop}
+spec:
+  host: api
+  workloadSelector: {matchLabels: {role: canary}}
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api]
+  http:
+  - match: [{headers: {x-version: {exact: "2"}}}]
+    route: [{destination: {host: api, subset: v2}}]
+  - route: [{destination: {host: api}}]
+"""
+
+
+def test_a_destination_rule_with_a_workload_selector_applies_to_the_clients_it_selects_only(compile_docs):
+    """istiod gives a selected client the rule with the workloadSelector instead of the namespace's rule."""
+    c = compile_docs(API_POD_AND_SERVICE + SELECTED_RULE)
+    api = "api.shop.svc.cluster.local"
+    selected, plain = pod_ip(c, "shop/canary-client"), pod_ip(c, "shop/a")
+    assert c.class_of(selected) != c.class_of(plain)
+    v2_selected, default_selected = (r["route"]["cluster"] for r in c.routes_for(selected, 80, api))
+    v2_plain, default_plain = (r["route"]["cluster"] for r in c.routes_for(plain, 80, api))
+    assert v2_selected == f"outbound|80|v2|{api}~dr=shop/api-for-canaries"
+    assert v2_plain == f"outbound|80|v2|{api}~undefined-subset"  # the namespace's rule has no v2: 503
+    assert default_selected == f"outbound|80||{api}~dr=shop/api-for-canaries"
+    assert default_plain == f"outbound|80||{api}"
+    assert c.cluster(default_selected)["lb_policy"] == "RANDOM"
+    assert c.cluster(default_plain)["lb_policy"] == "LEAST_REQUEST"
+    features = {f["feature"] for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/canary-client")}
+    assert not any("workloadSelector" in f for f in features)
