@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dpumesh.configfile import load_config
@@ -66,9 +67,47 @@ def write_tree(out_dir: str | Path, files: dict[str, bytes], check: Callable[[Pa
 
     Returns False when the directory already held the same content (nothing done).
     """
-    out = Path(out_dir)
-    if out.is_dir() and _same(out, files):
-        return False
+    return write_trees({Path(out_dir): files}, check)[Path(out_dir)]
+
+
+def write_trees(
+    trees: dict[Path, dict[str, bytes]], check: Callable[[Path], None] | None = None, workers: int = 1
+) -> dict[Path, bool]:
+    """Replace each directory with exactly its files. Every changed tree is staged and checked (`workers` checks
+    at a time) before the first one is swapped in, so a tree the check refuses leaves every directory as it was.
+    Returns, per directory, whether it changed."""
+    changed = {out: not (out.is_dir() and _same(out, files)) for out, files in trees.items()}
+    staged: dict[Path, Path] = {}
+    try:
+        for out, files in trees.items():
+            if changed[out]:
+                staged[out] = _stage(out, files)
+        if check is not None and staged:
+
+            def check_one(item: tuple[Path, Path]) -> None:
+                out, staging = item
+                try:
+                    check(staging)
+                except DpumeshError as exc:
+                    raise DpumeshError(f"{out.name}: {exc}") from None
+
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                list(pool.map(check_one, staged.items()))  # raises the first failure, once every check has ended
+        while staged:
+            out, staging = staged.popitem()
+            try:
+                _swap_in(staging, out)
+            except BaseException:
+                staged[out] = staging
+                raise
+    finally:
+        for staging in staged.values():
+            shutil.rmtree(staging, ignore_errors=True)
+    return changed
+
+
+def _stage(out: Path, files: dict[str, bytes]) -> Path:
+    """`files` written under a fresh directory next to `out` (same filesystem, so the swap is a rename)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -76,20 +115,21 @@ def write_tree(out_dir: str | Path, files: dict[str, bytes], check: Callable[[Pa
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        if check is not None:
-            check(staging)
-        if out.exists():
-            old = out.parent / f".{out.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(out, old)
-            os.rename(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return True
+    return staging
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(out, old)
+        os.rename(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, out)
 
 
 def _same(out: Path, files: dict[str, bytes]) -> bool:

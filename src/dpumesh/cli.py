@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def load(args: argparse.Namespace, service_cidr: str):
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from dpumesh.bundle import validate_with_envoy, write_tree
+    from dpumesh.bundle import validate_with_envoy, write_trees
     from dpumesh.compiler import compile_node, compile_sidecar
 
     mesh = mesh_settings_from(args)
@@ -38,19 +39,20 @@ def cmd_compile(args: argparse.Namespace) -> int:
             raise DpumeshError("the cluster state has no node labelled dpumesh.io/dpu=true")
         names = [b.node for b in bundles]
     out = Path(args.out)
+    targets = {name: out / name if len(bundles) > 1 or args.all_nodes else out for name in names}
+
+    def check(staged: Path) -> None:
+        validate_with_envoy(staged, mesh.proxy.config_dir)
+
+    # Envoy checks every node (side by side, one per core) before any directory is replaced.
+    trees = {targets[name]: bundle.files for name, bundle in zip(names, bundles, strict=True)}
+    changed = write_trees(trees, None if args.no_validate else check, os.cpu_count() or 1)
     for name, bundle in zip(names, bundles, strict=True):
-        target = out / name if len(bundles) > 1 or args.all_nodes else out
-
-        def check(staged: Path) -> None:
-            if not args.no_validate:
-                validate_with_envoy(staged, mesh.proxy.config_dir)
-
-        changed = write_tree(target, bundle.files, check)
         for warning in bundle.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        state_word = "written" if changed else "unchanged"
+        state_word = "written" if changed[targets[name]] else "unchanged"
         print(
-            f"{name}: version {bundle.version} {state_word} in {target} "
+            f"{name}: version {bundle.version} {state_word} in {targets[name]} "
             f"({bundle.stats['local_pods']} pods, {bundle.stats['classes']} classes, "
             f"{bundle.stats['filter_chains']} filter chains, {bundle.stats['clusters']} clusters)"
         )

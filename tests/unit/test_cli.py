@@ -47,3 +47,32 @@ def test_images_lists_what_to_pull_and_where_it_goes(capsys):
     table = capsys.readouterr().out.splitlines()
     multus = next(line for line in table if "multus-cni" in line)
     assert multus.split()[-1].startswith("mirror.example:5000/")
+
+
+def test_compile_all_nodes_replaces_no_directory_when_envoy_refuses_one_node(tmp_path, capsys, monkeypatch):
+    """Envoy checks every node before any directory is replaced: one refused node leaves them all as they were."""
+    args = ["compile", "--state", str(STATE), "--all-nodes", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    import dpumesh.bundle
+    import dpumesh.compiler
+
+    real = dpumesh.compiler.compile_node
+
+    def refused_on_node_2(state, mesh, node, only_pod=""):
+        bundle = real(state, mesh, node, only_pod)
+        if node == "node-2":  # a listener Envoy refuses: a port out of range
+            lds = bundle.files["envoy/lds.yaml"].replace(b'"port_value":15006', b'"port_value":99999', 1)
+            assert lds != bundle.files["envoy/lds.yaml"]
+            bundle.files["envoy/lds.yaml"] = lds
+        bundle.files["extra.txt"] = b"a change on every node\n"
+        return bundle
+
+    monkeypatch.setattr(dpumesh.compiler, "compile_node", refused_on_node_2)
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "node-2: Envoy rejected the config" in err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # node-1 untouched too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node-1", "node-2"]  # no staging left behind
