@@ -9,6 +9,7 @@ Clients connect from another address of the namespace with lab-CA certificates.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from support import envoy
 
 from dpumesh.certs import LabCA, ensure_workload_certs
@@ -40,6 +43,32 @@ pytestmark = [
 PROBE = str(Path(__file__).resolve().parents[1] / "support" / "probe.py")
 WEB, LEGACY, CLIENT_IP = "10.244.1.5", "10.244.1.6", "10.244.1.200"
 ADMIN = 15000
+
+ISSUER = "https://issuer.example"  # slashes in the issuer: request principals are matched split at each
+SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+FORGING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwks() -> str:
+    numbers = SIGNING_KEY.public_key().public_numbers()
+    n, e = (v.to_bytes((v.bit_length() + 7) // 8, "big") for v in (numbers.n, numbers.e))
+    key = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "lab", "n": _b64(n), "e": _b64(e)}
+    return json.dumps(json.dumps({"keys": [key]}))  # a JSON string is a YAML double-quoted scalar
+
+
+def token(subject: str, issuer: str = ISSUER, key: rsa.RSAPrivateKey = SIGNING_KEY) -> str:
+    """An RS256 JWT, as an identity provider signs one."""
+    header = _b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "lab"}).encode())
+    claims = _b64(json.dumps({"iss": issuer, "sub": subject, "exp": int(time.time()) + 3600}).encode())
+    signature = key.sign(f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{claims}.{_b64(signature)}"
+
+
+JWKS = _jwks()
 
 STATE = textwrap.dedent(
     f"""
@@ -116,6 +145,23 @@ STATE = textwrap.dedent(
       action: DENY
       rules:
       - from: [{{source: {{principals: [cluster.local/ns/shop/sa/intruder]}}}}]
+    ---
+    apiVersion: security.istio.io/v1
+    kind: RequestAuthentication
+    metadata: {{name: legacy-jwt, namespace: shop}}
+    spec:
+      selector: {{matchLabels: {{app: legacy}}}}
+      jwtRules: [{{issuer: "{ISSUER}", jwks: {JWKS}}}]
+    ---
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {{name: private-for-alice, namespace: shop}}
+    spec:
+      selector: {{matchLabels: {{app: legacy}}}}
+      action: DENY
+      rules:
+      - to: [{{operation: {{ports: ["8080"], paths: [/private]}}}}]  # ports: a DENY rule on TCP drops paths
+        from: [{{source: {{notRequestPrincipals: ["{ISSUER}/alice"]}}}}]
     ---
     apiVersion: security.istio.io/v1
     kind: AuthorizationPolicy
@@ -324,3 +370,24 @@ def test_permissive_passthrough_for_undeclared_port(node: Node) -> None:
 def test_http_deny_on_path(node: Node) -> None:
     assert node.probe(LEGACY, 8080, "--http", "/admin/x")["status"] == 403
     assert node.probe(LEGACY, 8080, "--http", "/public")["status"] == 200
+
+
+def bearer(jwt: str) -> tuple[str, str]:
+    return ("--header", f"authorization: Bearer {jwt}")
+
+
+def test_request_principal_from_a_validated_token_opens_a_path(node: Node) -> None:
+    """RequestAuthentication validates the token; the DENY rule reads its `iss/sub` (requestPrincipals)."""
+    assert node.probe(LEGACY, 8080, "--http", "/private")["status"] == 403
+    assert node.probe(LEGACY, 8080, "--http", "/private", *bearer(token("bob")))["status"] == 403
+    allowed = node.probe(LEGACY, 8080, "--http", "/private", *bearer(token("alice")))
+    assert allowed["status"] == 200, allowed
+    assert "authorization" not in {k.lower() for k in json.loads(allowed["body"])["headers"]}  # not forwarded
+
+
+def test_an_invalid_token_is_refused_and_a_missing_one_is_not(node: Node) -> None:
+    forged = node.probe(LEGACY, 8080, "--http", "/", *bearer(token("alice", key=FORGING_KEY)))
+    assert forged["status"] == 401, forged
+    stranger = node.probe(LEGACY, 8080, "--http", "/", *bearer(token("alice", issuer="https://other.example")))
+    assert stranger["status"] == 401, stranger
+    assert node.probe(LEGACY, 8080, "--http", "/")["status"] == 200

@@ -5,7 +5,8 @@
     probe.py serve-tls IP PORT CERT KEY    TLS server; sends "app-tls" after the handshake
     probe.py connect IP PORT [options]     client; prints one JSON line with what happened
 
-Client options: --source IP, --cert/--key/--ca (TLS), --alpn a,b, --http PATH, --send TEXT.
+Client options: --source IP, --cert/--key/--ca (TLS), --alpn a,b, --http PATH (--header 'NAME: VALUE'),
+--send TEXT.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def connect(args: argparse.Namespace) -> dict:
             sock = context.wrap_socket(sock)
             result["peer_uris"] = _uris(sock.getpeercert(binary_form=True))
         if args.http:
-            sock.sendall(f"GET {args.http} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n".encode())
+            extra = f"{args.header}\r\n" if args.header else ""
+            sock.sendall(f"GET {args.http} HTTP/1.1\r\nhost: test\r\n{extra}connection: close\r\n\r\n".encode())
         elif args.send:
             sock.sendall(args.send.encode())
         data = b""
@@ -138,7 +140,7 @@ def main() -> None:
     c = sub.add_parser("connect")
     c.add_argument("ip")
     c.add_argument("port", type=int)
-    for opt in ("--source", "--cert", "--key", "--ca", "--alpn", "--http", "--send"):
+    for opt in ("--source", "--cert", "--key", "--ca", "--alpn", "--http", "--header", "--send"):
         c.add_argument(opt, default="")
     args = parser.parse_args()
     if args.command == "connect":

@@ -10,9 +10,12 @@ Semantics kept from Istio:
 * CUSTOM (no extension providers here) denies what its rules match, as istiod does for an
   unknown provider; AUDIT changes no traffic and is reported unsupported.
 
-Conditions dpumesh cannot evaluate (request.auth.*, requestPrincipals: no JWT support; path
-templates; experimental.*) are handled like HTTP-only fields on TCP: an ALLOW rule using one
-never matches, a DENY rule ignores it. Each is reported in the parity report.
+requestPrincipals and request.auth.* read the claims of the token RequestAuthentication validated
+(`jwt.py`); without a valid token they match nothing, as with a sidecar.
+
+Conditions dpumesh cannot evaluate (path templates; experimental.*) are handled like HTTP-only
+fields on TCP: an ALLOW rule using one never matches, a DENY rule ignores it. Each is reported in
+the parity report.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpumesh.compiler.context import DIFFERENT, KEPT, UNSUPPORTED, CompileContext, typed
+from dpumesh.compiler.jwt import claim, request_principal
 from dpumesh.state.model import IstioObject, Pod
 
 KIND = "AuthorizationPolicy"
@@ -52,7 +56,7 @@ SIMPLE_WHEN_KEYS = (
 )
 AUTH_WHEN = re.compile(r"request\.auth\.(principal|audiences|presenter|claims(\[[^\[\]]+\])+)$")
 HEADER_WHEN = re.compile(r"request\.headers\[([^\[\]]+)\]$")
-NO_JWT = "request authentication (JWT) is not supported"
+CLAIM_PATH = re.compile(r"\[([^\[\]]+)\]")
 ADDRESS_DETAIL = (
     "matches the address the connection arrives from: the calling proxy's, not the client pod's, for meshed callers"
 )
@@ -209,7 +213,7 @@ class _Parser:
         if base == "namespaces":
             return Clause(path, True, [_namespace(v) for v in values], negate)
         if base == "requestPrincipals":
-            return Clause(path, True, [], negate, http_only=True, unsupported=NO_JWT)
+            return Clause(path, True, [request_principal(v) for v in values], negate, http_only=True)
         cidrs = self.cidrs(path, values)
         if cidrs is None:
             return None
@@ -271,8 +275,9 @@ class _Parser:
         if header:
             matchers = [{"header": _header(header.group(1), v)} for v in values]
             return Clause(path, True, matchers, negate, http_only=True)
-        if AUTH_WHEN.match(key):
-            return Clause(path, True, [], negate, http_only=True, unsupported=NO_JWT)
+        auth = AUTH_WHEN.match(key)
+        if auth:
+            return Clause(path, True, [_auth_attribute(auth.group(1), v) for v in values], negate, http_only=True)
         if key.startswith("experimental.envoy.filters."):
             return Clause(path, False, [], negate, unsupported=f"{key} is not supported")
         if key not in SIMPLE_WHEN_KEYS:
@@ -325,6 +330,14 @@ def _string_match(value: str, prefix: str = "") -> dict[str, Any]:
     if value.endswith("*"):
         return {"prefix": prefix + value[:-1]}
     return {"exact": prefix + value}
+
+
+def _auth_attribute(attribute: str, value: str) -> dict[str, Any]:
+    """request.auth.<attribute> of the validated token: principal, audiences, presenter or claims[a][b]…"""
+    if attribute == "principal":
+        return request_principal(value)
+    path = {"audiences": ["aud"], "presenter": ["azp"]}.get(attribute) or CLAIM_PATH.findall(attribute)
+    return claim(path, value, _string_match(value))
 
 
 def _principal(value: str) -> dict[str, Any]:

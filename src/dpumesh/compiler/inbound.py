@@ -17,6 +17,7 @@ from typing import Any
 from dpumesh.compiler.authz import AuthorizationPolicies
 from dpumesh.compiler.clusters import MAX, upstream_mark
 from dpumesh.compiler.context import DIFFERENT, CompileContext, typed
+from dpumesh.compiler.jwt import RequestAuthentications
 from dpumesh.compiler.peerauth import DISABLE, STRICT, PeerAuthentications
 from dpumesh.compiler.registry import is_http
 from dpumesh.compiler.tls import server_transport_socket
@@ -112,6 +113,7 @@ class InboundBuilder:
         self.ctx = ctx
         self.peer = PeerAuthentications(ctx)
         self.authz = AuthorizationPolicies(ctx)
+        self.jwt = RequestAuthentications(ctx)
         self.chains: list[dict[str, Any]] = []
         self.cluster_names: set[str] = set()
         self._rejecting = False  # the reject chain is added once
@@ -143,6 +145,7 @@ class InboundBuilder:
                 "virtual_hosts": [{"name": f"inbound|http|{port}", "domains": ["*"], "routes": [route]}],
             },
             http_filters=[
+                *self.jwt.http_filters(pod),  # before RBAC: its rules read the validated token's claims
                 *self.authz.http_filters(pod),
                 {
                     "name": "envoy.filters.http.router",
@@ -244,6 +247,7 @@ class InboundBuilder:
         resolved = self.peer.for_pod(pod)
         self.peer.note(pod, resolved)
         self.authz.note(pod)
+        self.jwt.note(pod)
         ports = declared_ports(self.ctx, pod)
         for port in resolved.port_modes:
             ports.setdefault(port, "TCP")  # portLevelMtls applies to undeclared ports too, as plain TCP
@@ -344,6 +348,7 @@ def build_inbound(ctx: CompileContext) -> tuple[dict[str, Any], list[dict[str, A
 
 
 def validate_security(ctx: CompileContext) -> None:
-    """Report every PeerAuthentication/AuthorizationPolicy problem (node-independent) into ctx.diag."""
+    """Report every PeerAuthentication/AuthorizationPolicy/RequestAuthentication problem (node-independent)."""
     PeerAuthentications(ctx)
     AuthorizationPolicies(ctx)
+    RequestAuthentications(ctx)

@@ -40,12 +40,12 @@ ISTIO_KINDS = {
     "Sidecar",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "RequestAuthentication",
 }
 UNSUPPORTED_KINDS = {
     "EnvoyFilter",
     "WasmPlugin",
     "Telemetry",
-    "RequestAuthentication",
     "Gateway",
     "WorkloadEntry",
     "WorkloadGroup",
