@@ -47,7 +47,7 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.load import PERCENTILES, percentile
-from dpumesh import sds
+from dpumesh import sds_process
 from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, compile_sidecar
@@ -248,9 +248,9 @@ class Sidecars:
 
     def _start_agent(self, socket_path: Path, cert_dir: Path) -> None:
         with (socket_path.parent / "sds.log").open("wb") as log:
-            agent = subprocess.Popen(sds.command(socket_path, cert_dir), stdout=log, stderr=subprocess.STDOUT)
+            agent = subprocess.Popen(sds_process.command(socket_path, cert_dir), stdout=log, stderr=subprocess.STDOUT)
         self.agents.append(agent)
-        sds.wait_until_serving(socket_path, agent, timeout=30)
+        sds_process.wait_until_serving(socket_path, agent, timeout=30)
 
     def _wait_ready(self, key: str, sidecar: Proxy, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -51,7 +51,7 @@ from benchmarks.common import (
 )
 from benchmarks.compiler_scale import bundle_sizes
 from benchmarks.generate import Generator, Sizes
-from dpumesh import sds
+from dpumesh import sds_process
 from dpumesh.bundle import envoy_binary, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node, compile_sidecar
@@ -192,11 +192,14 @@ def sds_service(socket_path: Path, cert_dir: Path) -> Iterator[subprocess.Popen]
     """`dpumesh sds` on `socket_path` (a path, so Envoys in other network namespaces reach it) until the block ends."""
     with (socket_path.parent / "sds.log").open("wb") as log:
         process = subprocess.Popen(
-            sds.command(socket_path, cert_dir), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            sds_process.command(socket_path, cert_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
     try:
         try:
-            sds.wait_until_serving(socket_path, process, timeout=30)
+            sds_process.wait_until_serving(socket_path, process, timeout=30)
         except DpumeshError as exc:
             raise BenchError(f"{exc}: {_last_line(socket_path.parent)}") from exc
         yield process

@@ -17,9 +17,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,22 +181,6 @@ async def serve(socket_path: str | Path, cert_dir: str | Path, poll_interval: fl
     await stop.wait()
     await server.stop(grace=1)
     Path(socket_path).unlink(missing_ok=True)
-
-
-def command(socket_path: str | Path, cert_dir: str | Path) -> list[str]:
-    """The argv that runs the service with this interpreter."""
-    return [sys.executable, "-m", "dpumesh.cli", "sds", "--socket", str(socket_path), "--cert-dir", str(cert_dir)]
-
-
-def wait_until_serving(socket_path: str | Path, process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """Until `process` (started from `command`) has opened its socket; raise if it exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    while not Path(socket_path).is_socket():
-        if process.poll() is not None:
-            raise DpumeshError(f"dpumesh sds exited with status {process.returncode} before opening {socket_path}")
-        if time.monotonic() > deadline:
-            raise DpumeshError(f"dpumesh sds did not open {socket_path} in {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def run(socket_path: str, cert_dir: str, poll_interval: float = 1.0) -> int:

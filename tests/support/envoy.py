@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from dpumesh import sds
+from dpumesh import sds_process
 from dpumesh.compiler.bootstrap import sds_cluster
 from dpumesh.compiler.settings import ProxyLayout
 
@@ -144,9 +144,9 @@ def listener_stats(admin_port: int, netns: str | None = None) -> dict[str, int]:
 @contextlib.contextmanager
 def sds_service(socket_path: Path, cert_dir: str) -> Iterator[subprocess.Popen]:
     """The node's SDS service on `socket_path` for as long as the block runs."""
-    proc = subprocess.Popen(sds.command(socket_path, cert_dir))
+    proc = subprocess.Popen(sds_process.command(socket_path, cert_dir))
     try:
-        sds.wait_until_serving(socket_path, proc)
+        sds_process.wait_until_serving(socket_path, proc)
         yield proc
     finally:
         proc.terminate()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpumesh import sds
+from dpumesh import sds_process
 from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import MeshSettings, ProxyLayout, compile_node
@@ -217,10 +217,10 @@ class MeshLab:
         """The node's SDS service, which hands the proxy each source pod's client certificate."""
         socket_path = self.mesh.proxy.sds_socket
         process = self._spawn(
-            "sds", self.dpu, sds.command(socket_path, self.mesh.proxy.cert_dir), self.workdir / "sds.log"
+            "sds", self.dpu, sds_process.command(socket_path, self.mesh.proxy.cert_dir), self.workdir / "sds.log"
         )
         try:
-            sds.wait_until_serving(socket_path, process, READY_TIMEOUT)
+            sds_process.wait_until_serving(socket_path, process, READY_TIMEOUT)
         except DpumeshError as exc:
             raise LabError(f"{exc} (see {self.workdir / 'sds.log'})") from exc
 

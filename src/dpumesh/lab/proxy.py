@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dpumesh import sds
+from dpumesh import sds_process
 from dpumesh.activate import HealthCheck, activate, current_version, proxy_health
 from dpumesh.activate import served_versions as parse_served_versions
 from dpumesh.bridges import bridges, read_tree
@@ -80,7 +80,7 @@ def sds_program_name(node: str) -> str:
 
 def sds_program(node: str) -> dict:
     """The supervisor spec of a node's SDS service, which hands its proxy each source pod's certificate."""
-    argv = sds.command(sds_socket(node), paths.cert_dir(node))
+    argv = sds_process.command(sds_socket(node), paths.cert_dir(node))
     return {"argv": argv, "log": str(paths.logs_dir() / f"sds-{node}.log")}
 
 
