@@ -13,7 +13,6 @@ write with diff). Without ``path`` the objects are only validated (apply mode).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from functools import cache
 from importlib import metadata
@@ -21,6 +20,8 @@ from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+
+from dpumesh.inprocess import is_controller, module_file
 
 RENDER_MODULE = "dpumesh_k8s_render_dir"
 
@@ -79,15 +80,7 @@ class ActionModule(ActionBase):
         """The render module's verify_only result. A target that is the controller itself (local connection,
         no become) is checked in this process with the module's own function: starting a module costs more
         than the check."""
-        if self._connection.transport != "local" or self._play_context.become:
+        if not is_controller(self._connection.transport, self._play_context.become):
             return self._execute_module(RENDER_MODULE, {**render, "verify_only": True}, task_vars=task_vars)
-        module = _load_module(self._shared_loader_obj.module_loader.find_plugin(RENDER_MODULE))
+        module = module_file(self._shared_loader_obj.module_loader.find_plugin(RENDER_MODULE))
         return module.verify(render["path"], render["files"], render["fingerprint"])
-
-
-@cache
-def _load_module(path: str):
-    spec = importlib.util.spec_from_file_location(f"_dpumesh_{RENDER_MODULE}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -18,6 +18,8 @@ import time
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from dpumesh.inprocess import is_controller
+
 
 def _read_bundle(path: str) -> tuple[dict, dict[str, bytes]]:
     """The manifest and files of a bundle directory dpumesh_compile wrote."""
@@ -131,7 +133,7 @@ class ActionModule(ActionBase):
         """The version `current` points at on the target (as dpumesh_activate reads it), or None. A target that
         is the controller itself (local connection, no become) is read in this process: starting a module costs
         more than reading a symlink."""
-        if self._connection.transport == "local" and not self._play_context.become:
+        if is_controller(self._connection.transport, self._play_context.become):
             current = os.path.join(root, "current")
             return os.path.basename(os.readlink(current)) if os.path.islink(current) else None
         found = self._execute_module(

@@ -12,6 +12,8 @@ import stat
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from dpumesh.inprocess import is_controller
+
 STAT_SCRIPT = 'for d; do stat -c "%04a:%F:%n" "$d" 2>/dev/null; done; true'
 
 
@@ -24,7 +26,7 @@ class ActionModule(ActionBase):
         if not isinstance(paths, list):
             raise AnsibleActionFail("dpu_soc_dir_modes: 'paths' (a list) is required")
         paths = [str(path) for path in paths]
-        if self._connection.transport == "local" and not self._play_context.become:
+        if is_controller(self._connection.transport, self._play_context.become):
             return {**result, "changed": False, "stdout_lines": [line for line in map(_describe, paths) if line]}
         ran = self._execute_module(
             "ansible.builtin.command", {"argv": ["sh", "-c", STAT_SCRIPT, "sh", *paths]}, task_vars=task_vars

@@ -9,11 +9,10 @@ runs the module.
 
 from __future__ import annotations
 
-import importlib.util
-from functools import cache
-
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
+
+from dpumesh.inprocess import is_controller, module_file
 
 MODULE = "dpumesh_k8s_render_dir"
 
@@ -21,8 +20,8 @@ MODULE = "dpumesh_k8s_render_dir"
 class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        if self._connection.transport == "local" and not self._play_context.become:
-            module = _load_module(self._shared_loader_obj.module_loader.find_plugin(MODULE))
+        if is_controller(self._connection.transport, self._play_context.become):
+            module = module_file(self._shared_loader_obj.module_loader.find_plugin(MODULE))
             checked = ArgumentSpecValidator(module.ARGUMENT_SPEC).validate(dict(self._task.args))
             if checked.error_messages:
                 return {**result, "failed": True, "msg": f"{MODULE}: " + "; ".join(checked.error_messages)}
@@ -38,11 +37,3 @@ class ActionModule(ActionBase):
             if done is not None:
                 return {**result, **done}
         return {**result, **self._execute_module(MODULE, task_vars=task_vars)}
-
-
-@cache
-def _load_module(path: str):
-    spec = importlib.util.spec_from_file_location(f"_dpumesh_{MODULE}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -13,6 +13,8 @@ import subprocess
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from dpumesh.inprocess import is_controller
+
 
 class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("argv",))
@@ -25,7 +27,7 @@ class ActionModule(ActionBase):
         argv = [str(arg) for arg in argv]
         if self._task.check_mode:
             return {**result, "skipped": True, "changed": False, "msg": "check mode: the lab command does not run"}
-        if self._connection.transport != "local" or self._play_context.become:
+        if not is_controller(self._connection.transport, self._play_context.become):
             return {**result, **self._execute_module("ansible.builtin.command", {"argv": argv}, task_vars=task_vars)}
         try:
             done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
