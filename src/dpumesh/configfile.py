@@ -24,7 +24,11 @@ def compact_json(value: Any) -> bytes:
     the same bytes for ASCII text; other text is written as UTF-8 rather than \\u escapes, which every JSON
     reader accepts.
     """
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        # Keys other than strings (as json.dumps writes them): an option that makes every encoding slower.
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 def dump_resources(data: Any) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from dpumesh.compiler import parity
-from dpumesh.compiler.bootstrap import CLUSTER, LISTENER, bootstrap, encode_resource, encoded_discovery_response
+from dpumesh.compiler.bootstrap import CLUSTER, LISTENER, bootstrap, discovery_response_pieces, encode_resource
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext, ParityEntry
 from dpumesh.compiler.inbound import build_inbound, validate_security
@@ -101,10 +101,11 @@ def compile_sidecar(state: ClusterState, mesh: MeshSettings, pod_key: str) -> No
 VERSION_SLOT = "dpumesh-version-slot"
 
 
-def _fill_version(data: bytes, version: str) -> bytes:
+def _with_version(pieces: list[bytes], version: str) -> bytes:
+    """The response of `discovery_response_pieces(..., VERSION_SLOT)` with the version in its slot."""
     slot = f'"version_info":"{VERSION_SLOT}"'.encode()
-    assert data.startswith(b"{" + slot), "encoded_discovery_response puts version_info first"
-    return data.replace(slot, f'"version_info":"{version}"'.encode(), 1)
+    assert pieces[0].startswith(b"{" + slot), "discovery_response_pieces puts version_info first"
+    return b"".join([pieces[0].replace(slot, f'"version_info":"{version}"'.encode(), 1), *pieces[1:]])
 
 
 def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> NodeBundle:
@@ -191,16 +192,16 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
 
     fixed = catalog.fixed_clusters() + inbound_clusters
     head = compact_json(listener_head(ctx, classes, outbound.sni_ports, outbound.sniffed_ports))
-    listeners = [
-        head[:-1] + b"," + outbound.chains_json + b"}",
+    listeners: list[bytes | list[bytes]] = [
+        [head[:-1], b",", outbound.chains_json, b"}"],
         encode_resource(LISTENER, inbound_listener),
     ]
     files: dict[str, bytes] = {
         "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
     }
     # The version is the hash of what the files say (written once, with a slot for the version itself).
-    lds = encoded_discovery_response(LISTENER, listeners, VERSION_SLOT)
-    cds = encoded_discovery_response(
+    lds = discovery_response_pieces(LISTENER, listeners, VERSION_SLOT)
+    cds = discovery_response_pieces(
         CLUSTER,
         [encode_resource(CLUSTER, c) for c in catalog.fixed_clusters()]
         + [catalog.encoded[name] for name in outbound.clusters]
@@ -209,12 +210,12 @@ def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: 
     )
     steering["version"] = VERSION_SLOT
     steering_file = dump_report(steering, _shared_steering_lines(ctx, steering))
-    content = hashlib.sha256(lds)
-    content.update(cds)
-    content.update(steering_file)
+    content = hashlib.sha256()
+    for piece in (*lds, *cds, steering_file):
+        content.update(piece)
     version = content.hexdigest()[:16]
-    files["envoy/lds.yaml"] = _fill_version(lds, version)
-    files["envoy/cds.yaml"] = _fill_version(cds, version)
+    files["envoy/lds.yaml"] = _with_version(lds, version)
+    files["envoy/cds.yaml"] = _with_version(cds, version)
     slot = f'"version":"{VERSION_SLOT}"'.encode()
     assert slot in steering_file, "dump_report writes the version on a line of its own"
     steering["version"] = version

@@ -75,11 +75,24 @@ def sds_cluster(socket_path: str) -> dict[str, Any]:
     }
 
 
-def encoded_discovery_response(type_name: str, resources: list[bytes], version: str) -> bytes:
-    """A discovery response (version, type URL, resources) as compact JSON, from resources already encoded."""
+def discovery_response_pieces(type_name: str, resources: list[bytes | list[bytes]], version: str) -> list[bytes]:
+    """A discovery response (version, type URL, resources) as compact JSON, from resources already encoded.
+
+    The response is the concatenation of the pieces (a resource may itself be given as pieces): a node's
+    responses reach tens of megabytes, and are hashed and written without being joined first.
+    """
     url = f"type.googleapis.com/{type_name}"
     head = json.dumps({"version_info": version, "type_url": url}, separators=(",", ":"))[:-1]
-    return head.encode() + b',"resources":[' + b",".join(resources) + b"]}\n"
+    pieces = [head.encode() + b',"resources":[']
+    for i, resource in enumerate(resources):
+        if i:
+            pieces.append(b",")
+        if isinstance(resource, bytes):
+            pieces.append(resource)
+        else:
+            pieces += resource
+    pieces.append(b"]}\n")
+    return pieces
 
 
 LISTENER = "envoy.config.listener.v3.Listener"

@@ -8,7 +8,6 @@ identity is not part of a cluster: it is chosen per connection (see `tls`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from dpumesh.compiler import tls
@@ -56,13 +55,9 @@ def upstream_mark(mark: int) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class ClusterKey:
-    fqdn: str
-    port: int
-    subset: str
-    dr: str  # namespace/name of the DestinationRule, or ""
-    client_namespace: str  # DestinationRule credentialName secrets are the client namespace's
+# (fqdn, port, subset, namespace/name of the DestinationRule or "", client namespace): DestinationRule
+# credentialName secrets are the client namespace's. A plain tuple: the catalog looks one up for every route.
+ClusterKey = tuple[str, int, str, str, str]
 
 
 class ClusterCatalog:
@@ -82,7 +77,8 @@ class ClusterCatalog:
         self.described: dict[str, str] = {}
         self.hash_policies: dict[str, list[dict[str, Any]]] = {}
         self._names: dict[ClusterKey, str] = {}
-        self._validated: set[str] = set()
+        self._identities: dict[frozenset[str], list[str]] = {}
+        self._bind_config = upstream_mark(ctx.mesh.proxy.capture_mark)  # the same in every cluster, never changed
 
     # -- naming ---------------------------------------------------------------------------
     def ref(self, cls: View, dest: dict[str, Any], listener_port: int, vs: IstioObject | None) -> str:
@@ -105,15 +101,18 @@ class ClusterCatalog:
             # Undefined subset → 503, like Istio: a name no cluster has, even where another
             # namespace's DestinationRule defines that subset under Istio's name.
             return f"{istio_name(port, subset, host.fqdn)}~undefined-subset"
-        key = ClusterKey(host.fqdn, port, subset, dr.meta.key if dr else "", cls.namespace)
-        if key in self._names:
-            return self._names[key]
+        dr_key = dr.meta.key if dr else ""
+        key: ClusterKey = (host.fqdn, port, subset, dr_key, cls.namespace)
+        name = self._names.get(key)
+        if name is not None:
+            return name
         # Only DestinationRule credentials make a cluster depend on the client's namespace; a cluster
         # without them, built for one class, serves every class that resolves the same rule.
-        any_client = ClusterKey(host.fqdn, port, subset, key.dr, "")
-        if any_client in self._names:
-            self._names[key] = self._names[any_client]
-            return self._names[key]
+        any_client: ClusterKey = (host.fqdn, port, subset, dr_key, "")
+        name = self._names.get(any_client)
+        if name is not None:
+            self._names[key] = name
+            return name
         cluster = self.build(cls, host, port, subset, dr)
         name = istio_name(port, subset, host.fqdn)
         if _uses_credentials(cluster):
@@ -141,7 +140,7 @@ class ClusterCatalog:
             endpoints = [e for e in endpoints if all(e.labels.get(k) == v for k, v in wanted)]
         cluster: dict[str, Any] = {
             "connect_timeout": "10s",
-            "upstream_bind_config": upstream_mark(self.ctx.mesh.proxy.capture_mark),
+            "upstream_bind_config": self._bind_config,
             "circuit_breakers": {
                 "thresholds": [
                     {"max_connections": MAX, "max_pending_requests": MAX, "max_requests": MAX, "max_retries": MAX}
@@ -283,9 +282,7 @@ class ClusterCatalog:
 
         def istio() -> dict[str, Any]:
             sni = f"outbound_.{port}_.{subset}_.{host.fqdn}"
-            accounts = {e.service_account for e in endpoints if e.service_account}
-            sans = sorted({self.ctx.identity(*account.split("/", 1)) for account in accounts})
-            return tls.client_transport_socket(self.ctx, sni, sans)
+            return tls.client_transport_socket(self.ctx, sni, self._peer_identities(endpoints))
 
         if mode == "ISTIO_MUTUAL":
             cluster["transport_socket"] = istio()
@@ -297,15 +294,18 @@ class ClusterCatalog:
             # Istio's auto mTLS: Istio TLS to endpoints that have a proxy, plaintext to the rest.
             cluster["transport_socket_matches"] = [
                 {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": istio()},
-                {
-                    "name": "tlsMode-disabled",
-                    "match": {},
-                    "transport_socket": {
-                        "name": "envoy.transport_sockets.raw_buffer",
-                        "typed_config": typed("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"),
-                    },
-                },
+                _PLAINTEXT_MATCH,
             ]
+
+    def _peer_identities(self, endpoints: list[HostEndpoint]) -> list[str]:
+        """The SPIFFE identities of the endpoints' service accounts, sorted (once per set of accounts)."""
+        accounts = frozenset(e.service_account for e in endpoints if e.service_account)
+        found = self._identities.get(accounts)
+        if found is None:
+            found = self._identities[accounts] = sorted(
+                {self.ctx.identity(*account.split("/", 1)) for account in accounts}
+            )
+        return found
 
     # -- helpers --------------------------------------------------------------------------
     def _error(self, where, fld: str, message: str) -> None:
@@ -371,6 +371,15 @@ def _lb_endpoint(e: HostEndpoint) -> dict[str, Any]:
     return out
 
 
+# Auto mTLS: plaintext to endpoints without a proxy (shared by every such cluster, never changed).
+_PLAINTEXT_MATCH = {
+    "name": "tlsMode-disabled",
+    "match": {},
+    "transport_socket": {
+        "name": "envoy.transport_sockets.raw_buffer",
+        "typed_config": typed("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"),
+    },
+}
 ISTIO_ENDPOINT = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}  # shared, never changed
 
 

@@ -20,8 +20,7 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dpumesh.compiler import tls
 from dpumesh.compiler.clusters import BLACKHOLE, PASSTHROUGH, ClusterCatalog
@@ -174,8 +173,7 @@ def view_suffix(view: View) -> str:
     return f"~{view.namespace or '*'}{digest}"
 
 
-@dataclass(frozen=True)
-class Built:
+class Built(NamedTuple):
     """One host's routes (or chain) for one View, with the clusters it names and its parity notes."""
 
     value: Any
@@ -521,16 +519,19 @@ class OutboundBuilder:
         """One HTTP chain and route table for the port, shared by every class that has HTTP hosts on it."""
         users = [c for c in self.classes if c.name in http_classes]
         claims: dict[str, list[tuple[Host, str]]] = {}  # domain → (host, the only namespace allowed or "")
-        for host, _ in hosts:
-            for domain in host_domains(host, port):
+        names = [(host_domains(host, port), short_domains(host, port)) for host, _ in hosts]
+        for (host, _), (full, short) in zip(hosts, names, strict=True):
+            for domain in full:
                 claims.setdefault(domain, []).append((host, ""))
-            for domain in short_domains(host, port):
+            for domain in short:
                 claims.setdefault(domain, []).append((host, host.namespace))
         contested = {d for d, owners in claims.items() if len(owners) > 1}
         vhosts = []
-        for host, seen in hosts:
-            domains = [d for d in host_domains(host, port) if d not in contested]
-            short = [d for d in short_domains(host, port) if d not in contested]
+        for (host, seen), (full, short) in zip(hosts, names, strict=True):
+            if contested:
+                full = [d for d in full if d not in contested]
+                short = [d for d in short if d not in contested]
+            domains = full
             if domains or short:
                 vhosts.append(self.host_vhost(port, host, seen, users, domains, short))
         vhosts += self.contested_vhosts(port, {d: claims[d] for d in sorted(contested)}, hosts, users)

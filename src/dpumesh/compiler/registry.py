@@ -278,7 +278,7 @@ def _endpoint(address: str, port: int, pod: Pod | None) -> HostEndpoint:
     return HostEndpoint(
         address,
         port,
-        dict(pod.labels) if pod else {},
+        pod.labels if pod else {},  # the pod's own labels, read only: thousands of endpoints share them
         pod,
         bool(pod and pod.meshed),
         f"{pod.namespace}/{pod.service_account}" if pod else "",

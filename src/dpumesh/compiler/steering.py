@@ -97,14 +97,21 @@ def cluster_ip_services(ctx: CompileContext) -> list[dict[str, Any]]:
     key = ("steering services",)
     if key not in ctx.memo:
         services = []
+        packed: dict[str, bytes | None] = {}  # address → its IPv4 bytes (None: not IPv4); each pod IP is asked often
+
+        def ipv4(address: str) -> bytes | None:
+            if address not in packed:
+                packed[address] = _ipv4_bytes(address)
+            return packed[address]
+
         for svc in sorted(ctx.state.services, key=lambda s: s.meta.key):
             if svc.headless or not _is_ipv4(svc.cluster_ip):
                 continue
             ports = []
             for sp in svc.ports:
                 found = ctx.registry.port_endpoints(svc, sp.name, sp.target_port)
-                ready = {(e.address, e.port) for e in found if _is_ipv4(e.address)}
-                endpoints = sorted(ready, key=lambda e: (socket.inet_pton(socket.AF_INET, e[0]), e[1]))
+                ready = {(e.address, e.port) for e in found if ipv4(e.address) is not None}
+                endpoints = sorted(ready, key=lambda e: (packed[e[0]], e[1]))
                 ports.append(
                     {
                         "name": sp.name,
@@ -122,11 +129,14 @@ def cluster_ip_services(ctx: CompileContext) -> list[dict[str, Any]]:
 
 def _is_ipv4(text: str) -> bool:
     """A dotted-quad IPv4 address (strict, as `ipaddress` reads it; tens of thousands per state)."""
+    return _ipv4_bytes(text) is not None
+
+
+def _ipv4_bytes(text: str) -> bytes | None:
     try:
-        socket.inet_pton(socket.AF_INET, text)
+        return socket.inet_pton(socket.AF_INET, text)
     except OSError:
-        return False
-    return True
+        return None
 
 
 def _pod_ips_by_node(ctx: CompileContext) -> dict[str, list[str]]:

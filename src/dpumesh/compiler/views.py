@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from dpumesh.compiler.context import CompileContext
 from dpumesh.compiler.registry import Host, exported_to
+from dpumesh.configfile import compact_json
 from dpumesh.state.model import IstioObject, Pod
 
 ANY_NAMESPACE = ""  # the View namespace of clients with no namespace-specific rule for a host
@@ -484,7 +485,7 @@ def _names_credentials(ctx: CompileContext, dr: IstioObject) -> bool:
     """Whether a DestinationRule names a credentialName anywhere (asked once per rule)."""
     key = ("names-credentials", dr.meta.key)
     if key not in ctx.memo:
-        ctx.memo[key] = "credentialName" in json.dumps(dr.spec)
+        ctx.memo[key] = b"credentialName" in compact_json(dr.spec)
     return ctx.memo[key]
 
 

@@ -7,6 +7,7 @@ field where it interprets it, so the error can name the exact field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 DPU_NODE_LABEL = "dpumesh.io/dpu"
@@ -25,7 +26,7 @@ class Meta:
     created: str = ""
     order: int = 0  # position in the input, breaks creation-time ties like the API server's list order
 
-    @property
+    @cached_property  # asked for every object at every turn; kept in the instance, outside the fields
     def key(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
