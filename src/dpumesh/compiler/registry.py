@@ -36,7 +36,7 @@ def is_http(protocol: str) -> bool:
     return protocol in ("HTTP", "HTTP2", "GRPC")
 
 
-@dataclass
+@dataclass(slots=True)  # tens of thousands per state
 class HostEndpoint:
     address: str
     port: int

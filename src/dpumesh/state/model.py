@@ -77,15 +77,16 @@ class Pod:
     meshed: bool
     owner: str = ""  # Deployment this pod was expanded from, if any
 
-    @property
+    # The compiler asks these of every pod many times; kept in the instance once read (meta never changes).
+    @cached_property
     def namespace(self) -> str:
         return self.meta.namespace
 
-    @property
+    @cached_property
     def name(self) -> str:
         return self.meta.name
 
-    @property
+    @cached_property
     def labels(self) -> dict[str, str]:
         return self.meta.labels
 
