@@ -42,10 +42,13 @@ pytestmark = [
 
 PROBE = str(Path(__file__).resolve().parents[1] / "support" / "probe.py")
 WEB, LEGACY, CLIENT_IP = "10.244.1.5", "10.244.1.6", "10.244.1.200"
+IDP_IP, IDP_PORT = "10.244.1.250", 8099  # an identity provider publishing its keys (jwksUri), in the namespace
 ADMIN = 15000
 
 ISSUER = "https://issuer.example"  # slashes in the issuer: request principals are matched split at each
+IDP_ISSUER = "https://idp.example"  # its keys are fetched by the proxy from jwksUri
 SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+IDP_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 FORGING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
@@ -53,11 +56,12 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _jwks() -> str:
-    numbers = SIGNING_KEY.public_key().public_numbers()
+def key_set(private: rsa.RSAPrivateKey) -> str:
+    """The JSON Web Key Set publishing a signing key's public half."""
+    numbers = private.public_key().public_numbers()
     n, e = (v.to_bytes((v.bit_length() + 7) // 8, "big") for v in (numbers.n, numbers.e))
     key = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "lab", "n": _b64(n), "e": _b64(e)}
-    return json.dumps(json.dumps({"keys": [key]}))  # a JSON string is a YAML double-quoted scalar
+    return json.dumps({"keys": [key]})
 
 
 def token(subject: str, issuer: str = ISSUER, key: rsa.RSAPrivateKey = SIGNING_KEY) -> str:
@@ -68,7 +72,7 @@ def token(subject: str, issuer: str = ISSUER, key: rsa.RSAPrivateKey = SIGNING_K
     return f"{header}.{claims}.{_b64(signature)}"
 
 
-JWKS = _jwks()
+JWKS = json.dumps(key_set(SIGNING_KEY))  # a JSON string is a YAML double-quoted scalar
 
 STATE = textwrap.dedent(
     f"""
@@ -161,7 +165,14 @@ STATE = textwrap.dedent(
       action: DENY
       rules:
       - to: [{{operation: {{ports: ["8080"], paths: [/private]}}}}]  # ports: a DENY rule on TCP drops paths
-        from: [{{source: {{notRequestPrincipals: ["{ISSUER}/alice"]}}}}]
+        from: [{{source: {{notRequestPrincipals: ["{ISSUER}/alice", "{IDP_ISSUER}/carol"]}}}}]
+    ---
+    apiVersion: security.istio.io/v1
+    kind: RequestAuthentication
+    metadata: {{name: legacy-idp, namespace: shop}}
+    spec:
+      selector: {{matchLabels: {{app: legacy}}}}
+      jwtRules: [{{issuer: "{IDP_ISSUER}", jwksUri: "http://{IDP_IP}:{IDP_PORT}/keys.json"}}]
     ---
     apiVersion: security.istio.io/v1
     kind: AuthorizationPolicy
@@ -267,13 +278,15 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     servers: list[subprocess.Popen] = []
     try:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
-        for ip in (WEB, LEGACY, CLIENT_IP):
+        for ip in (WEB, LEGACY, CLIENT_IP, IDP_IP):
             sh("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", "lo")
         subprocess.run(
             ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=steering_rules(ns, layout), check=True, text=True
         )
         app_cert = root / "clients" / "spiffe~shop~app"
+        (root / "keys.json").write_text(key_set(IDP_KEY))
         for args in (
+            ("serve-file", IDP_IP, str(IDP_PORT), str(root / "keys.json")),
             ("serve-http", WEB, "8080"),
             ("serve-echo", WEB, "9000"),
             ("serve-echo", WEB, "7777"),
@@ -391,3 +404,15 @@ def test_an_invalid_token_is_refused_and_a_missing_one_is_not(node: Node) -> Non
     stranger = node.probe(LEGACY, 8080, "--http", "/", *bearer(token("alice", issuer="https://other.example")))
     assert stranger["status"] == 401, stranger
     assert node.probe(LEGACY, 8080, "--http", "/")["status"] == 200
+
+
+def test_keys_from_jwks_uri_are_fetched_by_the_proxy(node: Node) -> None:
+    """A jwksUri rule: the proxy fetched the identity provider's keys itself, before taking traffic."""
+    fetches = f"cluster.jwks|{IDP_PORT}|http|{IDP_IP}.upstream_rq_200"
+    assert node.stat(fetches) >= 1
+    carol = node.probe(LEGACY, 8080, "--http", "/private", *bearer(token("carol", IDP_ISSUER, IDP_KEY)))
+    assert carol["status"] == 200, carol  # her validated token is a request principal the DENY rule spares
+    dave = node.probe(LEGACY, 8080, "--http", "/private", *bearer(token("dave", IDP_ISSUER, IDP_KEY)))
+    assert dave["status"] == 403, dave
+    forged = node.probe(LEGACY, 8080, "--http", "/", *bearer(token("carol", IDP_ISSUER, FORGING_KEY)))
+    assert forged["status"] == 401, forged

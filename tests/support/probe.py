@@ -3,6 +3,7 @@
     probe.py serve-http IP PORT            HTTP/1.1 server; replies 200 with the request headers as JSON
     probe.py serve-echo IP PORT            TCP server; echoes what it reads
     probe.py serve-tls IP PORT CERT KEY    TLS server; sends "app-tls" after the handshake
+    probe.py serve-file IP PORT FILE       HTTP/1.1 server; replies 200 with FILE's content (read per request)
     probe.py connect IP PORT [options]     client; prints one JSON line with what happened
 
 Client options: --source IP, --cert/--key/--ca (TLS), --alpn a,b, --http PATH (--header 'NAME: VALUE'),
@@ -35,6 +36,25 @@ class _Headers(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _file_handler(path: str) -> type[http.server.BaseHTTPRequestHandler]:
+    class _File(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            with open(path, "rb") as f:
+                body = f.read()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return _File
+
+
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         while data := self.request.recv(4096):
@@ -46,14 +66,17 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-def serve(kind: str, ip: str, port: int, cert: str = "", key: str = "") -> None:
+def serve(kind: str, ip: str, port: int, *files: str) -> None:
+    """Serve until killed; `files`: the certificate and key (tls), the file to serve (file)."""
     if kind == "http":
         server = _Server((ip, port), _Headers)
     elif kind == "echo":
         server = _Server((ip, port), _Echo)
+    elif kind == "file":
+        server = _Server((ip, port), _file_handler(files[0]))
     else:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(*files)
 
         class _Tls(socketserver.BaseRequestHandler):
             def handle(self) -> None:
@@ -130,13 +153,12 @@ def _uris(der: bytes | None) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    for kind in ("http", "echo", "tls"):
+    for kind in ("http", "echo", "tls", "file"):
         p = sub.add_parser(f"serve-{kind}")
         p.add_argument("ip")
         p.add_argument("port", type=int)
-        if kind == "tls":
-            p.add_argument("cert")
-            p.add_argument("key")
+        for name in {"tls": ("cert", "key"), "file": ("file",)}.get(kind, ()):
+            p.add_argument(name)
     c = sub.add_parser("connect")
     c.add_argument("ip")
     c.add_argument("port", type=int)
@@ -146,9 +168,8 @@ def main() -> None:
     if args.command == "connect":
         print(json.dumps(connect(args)))
     else:
-        serve(
-            args.command.removeprefix("serve-"), args.ip, args.port, getattr(args, "cert", ""), getattr(args, "key", "")
-        )
+        files = [getattr(args, name) for name in ("cert", "key", "file") if hasattr(args, name)]
+        serve(args.command.removeprefix("serve-"), args.ip, args.port, *files)
 
 
 if __name__ == "__main__":

@@ -310,7 +310,7 @@ class InboundBuilder:
         clusters = [self.original_destination(name) for name in names]
         if any(c["name"] == REJECT_CHAIN for c in self.chains):
             clusters.append({"name": REJECT_CLUSTER, "type": "STATIC", "connect_timeout": "1s"})
-        return clusters
+        return clusters + self.jwt.clusters()
 
     def original_destination(self, name: str) -> dict[str, Any]:
         """Connect to the address the client dialled, marked so the dataplane sends it straight to the pod.

@@ -6,17 +6,23 @@
   request without a token passes, and AuthorizationPolicy decides (`requestPrincipals`, `request.auth.*`).
 * The claims of a validated token are kept in the filter's metadata under `payload`, where the RBAC rules
   of `authz.py` read them (`request_principal`, `claim`).
-* Keys come inline (`jwks`). For `jwksUri` istiod fetches the keys and hands them to the sidecar; dpumesh
-  does not fetch at compile time, so such a rule is reported unsupported: its tokens are not validated,
-  and requestPrincipals and request.auth.* never match them (authorization fails closed).
+* Keys come inline (`jwks`), or from `jwksUri`. For a sidecar istiod fetches those keys and hands them over
+  inline; here the proxy fetches them itself (Envoy's remote JWKS, through a cluster of its own per URI
+  host), before the inbound listener takes traffic, and again every 20 minutes, istiod's refresh interval.
+  The config stays the same when the keys rotate. A fetch that fails leaves tokens of that issuer refused
+  with 401, as istiod's placeholder keys refuse them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import urllib.parse
 from typing import Any
 
-from dpumesh.compiler.context import KEPT, UNSUPPORTED, CompileContext, typed
+from dpumesh.compiler import tls
+from dpumesh.compiler.clusters import upstream_mark
+from dpumesh.compiler.context import DIFFERENT, KEPT, CompileContext, typed
 from dpumesh.state.model import IstioObject, Pod
 
 KIND = "RequestAuthentication"
@@ -36,7 +42,8 @@ RULE_FIELDS = {
     "outputClaimToHeaders",
     "timeout",
 }
-NO_JWKS_URI = "keys from jwksUri are fetched by istiod for sidecars; dpumesh needs them inline (jwks)"
+JWKS_REFRESH = "1200s"  # istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL default
+JWKS_TIMEOUT = "5s"  # one fetch of a key set, as istiod's
 
 
 class RequestAuthentications:
@@ -45,6 +52,8 @@ class RequestAuthentications:
     def __init__(self, ctx: CompileContext):
         self.ctx = ctx
         self.policies: list[tuple[IstioObject, dict[str, str], list[dict[str, Any]]]] = []
+        self.jwks_clusters: dict[str, dict[str, Any]] = {}  # the clusters that fetch jwksUri keys, by name
+        self._used_clusters: set[str] = set()
         for obj in ctx.state.of_kind(KIND):
             parsed = self._parse(obj)
             if parsed is not None:
@@ -81,7 +90,7 @@ class RequestAuthentications:
         return {str(k): str(v) for k, v in (labels or {}).items()}, providers
 
     def _provider(self, obj: IstioObject, path: str, rule: Any) -> dict[str, Any] | None:
-        """The Envoy provider of one jwtRule; {} for a rule dpumesh cannot check (jwksUri only)."""
+        """The Envoy provider of one jwtRule."""
         if not isinstance(rule, dict):
             self._error(obj, path, "must be a mapping")
             return None
@@ -109,6 +118,16 @@ class RequestAuthentications:
         elif not isinstance(rule.get("jwksUri"), str) or not rule["jwksUri"]:
             self._error(obj, f"{path}.jwks", "is required (or jwksUri)")
             return None
+        else:
+            cluster = self._jwks_cluster(obj, f"{path}.jwksUri", rule["jwksUri"])
+            if cluster is None:
+                return None
+            provider["remote_jwks"] = {
+                "http_uri": {"uri": rule["jwksUri"], "cluster": cluster, "timeout": JWKS_TIMEOUT},
+                "cache_duration": JWKS_REFRESH,
+                # Fetched before the listener takes traffic (a failed fetch ends the wait too, and is retried).
+                "async_fetch": {},
+            }
         strings = self._strings(obj, path, rule)
         if strings is None or problems:
             return None
@@ -132,7 +151,55 @@ class RequestAuthentications:
                 self._error(obj, f"{path}.outputClaimToHeaders", "must be a list of {header, claim}")
                 return None
             provider["claim_to_headers"] = [{"header_name": c["header"], "claim_name": c["claim"]} for c in claims]
-        return provider if "local_jwks" in provider else {}
+        return provider
+
+    def _jwks_cluster(self, obj: IstioObject, path: str, uri: str) -> str | None:
+        """The name of the cluster that fetches a jwksUri: one per scheme, host and port."""
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self._error(obj, path, f"{uri!r} is not an http or https URL")
+            return None
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            self._error(obj, path, f"{uri!r} names no port 1-65535")
+            return None
+        host, https = parts.hostname, parts.scheme == "https"
+        port = port or (443 if https else 80)
+        name = f"jwks|{port}|{parts.scheme}|{host}"
+        if name in self.jwks_clusters:
+            return name
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        cluster: dict[str, Any] = {
+            "name": name,
+            "type": "STATIC" if literal else "STRICT_DNS",
+            "connect_timeout": JWKS_TIMEOUT,
+            # The proxy's own outbound connection, steered as the PassthroughCluster's are.
+            "upstream_bind_config": upstream_mark(self.ctx.mesh.proxy.capture_mark),
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+            },
+        }
+        if https:
+            # Verified against the system CA bundle, for the URI's host, as istiod's own fetch is.
+            settings = {"mode": "SIMPLE"} if literal else {"mode": "SIMPLE", "sni": host, "subjectAltNames": [host]}
+            socket = tls.simple_client_transport_socket(self.ctx, settings, (KIND, obj.meta.namespace, obj.meta.name))
+            if literal and socket is not None:
+                validation = socket["typed_config"]["common_tls_context"]["validation_context"]
+                validation["match_typed_subject_alt_names"] = [{"san_type": "IP_ADDRESS", "matcher": {"exact": host}}]
+            cluster["transport_socket"] = socket
+        self.jwks_clusters[name] = cluster
+        return name
+
+    def clusters(self) -> list[dict[str, Any]]:
+        """The jwksUri clusters the pods' filters (`http_filters`) name."""
+        return [self.jwks_clusters[name] for name in sorted(self._used_clusters)]
 
     def _strings(self, obj: IstioObject, path: str, rule: dict[str, Any]) -> tuple | None:
         lists = {}
@@ -167,8 +234,9 @@ class RequestAuthentications:
         providers = {}
         for obj, rules in self.for_pod(pod):
             for i, provider in enumerate(rules):
-                if provider:
-                    providers[f"{obj.meta.namespace}/{obj.meta.name}/{i}"] = provider
+                providers[f"{obj.meta.namespace}/{obj.meta.name}/{i}"] = provider
+                if "remote_jwks" in provider:
+                    self._used_clusters.add(provider["remote_jwks"]["http_uri"]["cluster"])
         if not providers:
             return []
         # A token of an issuer no provider names is refused, as a sidecar refuses it.
@@ -185,11 +253,17 @@ class RequestAuthentications:
         for obj, rules in self.for_pod(pod):
             for i, provider in enumerate(rules):
                 feature = f"{KIND}/{obj.meta.namespace}/{obj.meta.name} jwtRules[{i}]"
-                if provider:
-                    self.ctx.note([pod], feature, KEPT, f"issuer {provider['issuer']}")
+                detail = f"issuer {provider['issuer']}"
+                if "remote_jwks" in provider:
+                    uri = provider["remote_jwks"]["http_uri"]["uri"]
+                    detail += f"; the proxy fetches the keys from {uri} itself, where istiod fetches them for sidecars"
+                    self.ctx.note([pod], feature, DIFFERENT, detail)
                 else:
-                    detail = f"{NO_JWKS_URI}; its tokens are not validated, and no request principal matches them"
-                    self.ctx.note([pod], feature, UNSUPPORTED, detail)
+                    self.ctx.note([pod], feature, KEPT, detail)
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
 
 
 def claim(path: list[str], value: str, string_match: dict[str, Any]) -> dict[str, Any]:

@@ -156,20 +156,72 @@ def test_each_pod_gets_the_providers_of_the_policies_that_select_it(compile_docs
     configs = jwt_filters(c, pod_ip(c, "shop/api-0"))  # the mTLS and the plaintext chain (PERMISSIVE)
     assert len(configs) == 2 and configs[0] == configs[1]
     config = configs[0]
-    assert list(config["providers"]) == ["shop/api-jwt/0"]  # the root namespace's rule has no keys: no provider
+    assert list(config["providers"]) == ["shop/api-jwt/0", "istio-system/mesh-jwt/0"]  # the root's applies too
     provider = config["providers"]["shop/api-jwt/0"]
     assert provider["audiences"] == ["api"]
     assert provider["from_headers"] == [{"name": "x-token", "value_prefix": "Token "}]
     assert provider["forward"] is True
     assert config["rules"][0]["requires"]["requires_any"]["requirements"] == [
         {"provider_name": "shop/api-jwt/0"},
+        {"provider_name": "istio-system/mesh-jwt/0"},
         {"allow_missing": {}},
     ]
-    assert jwt_filters(c, pod_ip(c, "shop/other-0")) == []  # only the jwksUri rule selects it: nothing to check
+    # The jwksUri rule: the proxy fetches the keys through a cluster of its own, verified as the URI's host.
+    [remote] = [config["providers"]["istio-system/mesh-jwt/0"]["remote_jwks"]]
+    assert remote["http_uri"] == {
+        "uri": "https://remote.example/keys",
+        "cluster": "jwks|443|https|remote.example",
+        "timeout": "5s",
+    }
+    assert remote["cache_duration"] == "1200s"
+    fetcher = c.cluster("jwks|443|https|remote.example")
+    assert fetcher["type"] == "STRICT_DNS"
+    endpoint = fetcher["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "remote.example", "port_value": 443}
+    context = fetcher["transport_socket"]["typed_config"]
+    assert context["sni"] == "remote.example"
+    validation = context["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+    assert validation["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": "remote.example"}}]
+    [other] = jwt_filters(c, pod_ip(c, "shop/other-0"))[:1]  # only the root namespace's rule selects it
+    assert list(other["providers"]) == ["istio-system/mesh-jwt/0"]
     parity = json.loads(c.bundle.files["parity.json"])
     statuses = {f["feature"]: f["status"] for f in features_of(parity, "shop/api-0")}
     assert statuses["RequestAuthentication/shop/api-jwt jwtRules[0]"] == "kept"
-    assert statuses["RequestAuthentication/istio-system/mesh-jwt jwtRules[0]"] == "unsupported"
+    assert statuses["RequestAuthentication/istio-system/mesh-jwt jwtRules[0]"] == "kept-with-difference"
+    assert write_tree(
+        tmp_path / "node", c.bundle.files, lambda d: validate_with_envoy(d, "/etc/dpumesh/proxy/current/envoy")
+    )
+
+
+LITERAL_HOSTS = (
+    RULES.split("---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication")[0]
+    + """---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: api-idp, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api}}
+  jwtRules:
+  - {issuer: plain, jwksUri: "http://10.9.0.7:8080/keys"}
+  - {issuer: tls, jwksUri: "https://10.9.0.7/keys"}
+  - {issuer: again, jwksUri: "http://10.9.0.7:8080/other-keys"}
+"""
+)
+
+
+def test_jwks_uri_of_an_ip_address_is_a_static_cluster_per_scheme_host_and_port(compile_docs, tmp_path):
+    from dpumesh.bundle import validate_with_envoy, write_tree
+
+    c = compile_docs(LITERAL_HOSTS)
+    names = sorted(n for n in c.cluster_names() if n.startswith("jwks|"))
+    assert names == ["jwks|443|https|10.9.0.7", "jwks|8080|http|10.9.0.7"]  # two rules share the http one
+    plain = c.cluster("jwks|8080|http|10.9.0.7")
+    assert plain["type"] == "STATIC" and "transport_socket" not in plain
+    context = c.cluster("jwks|443|https|10.9.0.7")["transport_socket"]["typed_config"]
+    assert "sni" not in context  # no SNI for an address
+    validation = context["common_tls_context"]["validation_context"]
+    assert validation["match_typed_subject_alt_names"] == [{"san_type": "IP_ADDRESS", "matcher": {"exact": "10.9.0.7"}}]
     assert write_tree(
         tmp_path / "node", c.bundle.files, lambda d: validate_with_envoy(d, "/etc/dpumesh/proxy/current/envoy")
     )
