@@ -8,6 +8,12 @@ dpumesh_k8s_render_dir's verify_only comparison (in this process when the target
 nothing is validated or written. A changed input, a
 changed validator, a missing, edited or extra file, or check mode takes the full path (validate, then
 write with diff). Without ``path`` the objects are only validated (apply mode).
+
+One task can check several components: ``components`` (a list of ``{component, objects}``) with
+``render_dir`` (render mode: each component is written into ``<render_dir>/<component>``; without it, apply
+mode, they are only validated). Every component that is not verified is validated before any is written, so
+an invalid one leaves the others as they were. The result gives each component's own result under
+``components`` and their diffs together.
 """
 
 from __future__ import annotations
@@ -45,36 +51,84 @@ def fingerprint(files: list[dict[str, str]], versions: list[str]) -> str:
 
 
 class ActionModule(ActionBase):
-    _VALID_ARGS = frozenset(("component", "objects", "kubernetes_versions", "path"))
+    _VALID_ARGS = frozenset(("component", "objects", "kubernetes_versions", "path", "components", "render_dir"))
 
     def run(self, tmp=None, task_vars=None):
-        from dpumesh.k8s.manifests import plain, render_files
+        from dpumesh.k8s.manifests import plain
 
         result = super().run(tmp, task_vars)
         args = plain(dict(self._task.args))  # plain types: the YAML dumper refuses Ansible's tagged strings
-        component, objects = args.get("component"), args.get("objects")
         versions = [str(v) for v in args.get("kubernetes_versions") or []]
-        if not component or not isinstance(objects, list) or not versions:
-            raise AnsibleActionFail(
-                "dpumesh_k8s_manifests: 'component', 'objects' (a list) and 'kubernetes_versions' are required"
-            )
-        result["component"] = component
-        files = render_files(objects) if args.get("path") else []
-        render = {"path": args.get("path"), "files": files, "fingerprint": fingerprint(files, versions)}
-        if args.get("path") and not self._task.check_mode:
-            verified = self._verify(render, task_vars)
-            if verified.get("failed") or verified.get("verified"):
-                return {**result, **verified, "validated": False}
-        from dpumesh.k8s.validate import validate_manifests  # the schemas' libraries: only once a check needs them
+        if "components" in args:
+            components = args["components"]
+            render_dir = args.get("render_dir")
+            if not isinstance(components, list) or not all(isinstance(c, dict) for c in components) or not versions:
+                raise AnsibleActionFail(
+                    "dpumesh_k8s_manifests: 'components' (a list of {component, objects}) and 'kubernetes_versions'"
+                    " are required"
+                )
+            components = [
+                {**c, "path": f"{render_dir}/{c.get('component')}" if render_dir else None} for c in components
+            ]
+        else:
+            components = [
+                {"component": args.get("component"), "objects": args.get("objects"), "path": args.get("path")}
+            ]
+        for entry in components:
+            if not entry.get("component") or not isinstance(entry.get("objects"), list) or not versions:
+                raise AnsibleActionFail(
+                    "dpumesh_k8s_manifests: 'component', 'objects' (a list) and 'kubernetes_versions' are required"
+                )
+        done = self._components(components, versions, task_vars)
+        if "components" not in args:
+            return {**result, **done[0]}
+        failed = [d for d in done if d.get("failed")]
+        return {
+            **result,
+            "changed": any(d.get("changed") for d in done),
+            "components": [{k: v for k, v in d.items() if k != "diff"} for d in done],
+            "diff": [diff for d in done for diff in _diffs(d.get("diff"))],
+            **({"failed": True, "msg": "\n".join(d["msg"] for d in failed)} if failed else {}),
+        }
 
-        problems = validate_manifests(objects, versions)
-        if problems:
-            result.update(failed=True, msg=f"{component}: rendered manifests are invalid:\n- " + "\n- ".join(problems))
-            return result
-        if not args.get("path"):
-            return {**result, "changed": False, "validated": True}
-        written = self._execute_module(RENDER_MODULE, render, task_vars=task_vars)
-        return {**result, **written, "validated": True}
+    def _components(self, components: list[dict], versions: list[str], task_vars) -> list[dict]:
+        """Each component's result: verified (render mode, unchanged), invalid, or validated and written."""
+        from dpumesh.k8s.manifests import render_files
+
+        done: list[dict] = []
+        pending = []
+        for entry in components:
+            component, objects, path = entry["component"], entry["objects"], entry.get("path")
+            files = render_files(objects) if path else []
+            render = {"path": path, "files": files, "fingerprint": fingerprint(files, versions)}
+            if path and not self._task.check_mode:
+                verified = self._verify(render, task_vars)
+                if verified.get("failed") or verified.get("verified"):
+                    done.append({"component": component, **verified, "validated": False})
+                    continue
+            done.append({"component": component})
+            pending.append((done[-1], objects, render))
+        if pending:
+            from dpumesh.k8s.validate import validate_manifests  # the schemas' libraries: only once a check needs them
+
+        invalid = False
+        for entry, objects, _ in pending:
+            problems = validate_manifests(objects, versions)
+            if problems:
+                invalid = True
+                msg = f"{entry['component']}: rendered manifests are invalid:\n- " + "\n- ".join(problems)
+                entry.update(failed=True, msg=msg)
+        if invalid or any(d.get("failed") for d in done):
+            return done
+        for entry, _, render in pending:
+            if not render["path"]:
+                entry.update(changed=False, validated=True)
+                continue
+            written = self._execute_module(RENDER_MODULE, render, task_vars=task_vars)
+            entry.update({**written, "validated": True})
+            if written.get("failed"):
+                break
+        return done
 
     def _verify(self, render: dict, task_vars) -> dict:
         """The render module's verify_only result. A target that is the controller itself (local connection,
@@ -84,3 +138,9 @@ class ActionModule(ActionBase):
             return self._execute_module(RENDER_MODULE, {**render, "verify_only": True}, task_vars=task_vars)
         module = module_file(self._shared_loader_obj.module_loader.find_plugin(RENDER_MODULE))
         return module.verify(render["path"], render["files"], render["fingerprint"])
+
+
+def _diffs(diff) -> list:
+    if not diff:
+        return []
+    return diff if isinstance(diff, list) else [diff]

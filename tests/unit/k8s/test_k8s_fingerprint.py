@@ -17,18 +17,25 @@ PLAYBOOK = "playbooks/mesh_components.yml"
 TASK = "Validate, and in render mode write, the manifests of"
 
 
-def render_results(run_stages, out, options=(), **extra) -> dict[str, dict]:
-    """Result of the validate-and-write task per component, after asserting the run succeeded."""
+def render_results(run_stages, out, options=(), **extra) -> dict[str, list[dict]]:
+    """Results of the validate-and-write tasks per component, in the order they ran (each mesh role's task also
+    checks the dpumesh namespace), after asserting the run succeeded."""
     vars_ = {"dpumesh_k8s_apply_mode": "render", "dpumesh_k8s_render_dir": str(out), **extra}
     run = run_stages("lab", vars_, playbooks=[PLAYBOOK], options=options, json_output=True)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    results = {}
+    results: dict[str, list[dict]] = {}
     for play in json.loads(run.stdout)["plays"]:
         for task in play["tasks"]:
             if TASK in task["task"]["name"]:
                 result = task["hosts"]["lab-api"]
-                results[result["component"]] = result
+                for component in result.get("components", [result]):
+                    results.setdefault(component["component"], []).append(component)
     return results
+
+
+def every(results: dict[str, list[dict]], names=None) -> list[dict]:
+    """Every result of the named components (all components without names)."""
+    return [r for name, runs in results.items() if names is None or name in names for r in runs]
 
 
 def controller_config(out):
@@ -39,35 +46,41 @@ def test_unchanged_components_are_verified_and_changes_take_the_full_path(tmp_pa
     out = tmp_path / "manifests"
     first = render_results(run_stages, out)
     assert set(first) == {"namespace", "istio_dpu_controller", "istio_dpu_adapter", "istio_dpu_cni"}
-    assert all(r["validated"] and r["changed"] for r in first.values()), first
+    assert all(runs[0]["validated"] and runs[0]["changed"] for runs in first.values()), first
+    # The namespace, written by the first role, is only verified by the next two.
+    assert len(first["namespace"]) == 3
+    assert all(r["verified"] and not r["validated"] and not r["changed"] for r in first["namespace"][1:]), first
     assert all((out / name / ".dpumesh-fingerprint").is_file() for name in first)
 
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     second = render_results(run_stages, out)
-    assert all(r["verified"] and not r["validated"] and not r["changed"] for r in second.values()), second
+    assert all(r["verified"] and not r["validated"] and not r["changed"] for r in every(second)), second
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps, "an unchanged run must write nothing"
 
     checked = render_results(run_stages, out, options=("--check", "--diff"))
-    assert all(r["validated"] and not r["changed"] for r in checked.values()), "check mode validates everything"
+    assert all(r["validated"] and not r["changed"] for r in every(checked)), "check mode validates everything"
 
     config = controller_config(out)
     assert "logLevel: info" in config.read_text()
     changed = render_results(run_stages, out, istio_dpu_controller_log_level="debug")
-    assert changed["istio_dpu_controller"]["validated"] and changed["istio_dpu_controller"]["changed"]
-    assert config.name in changed["istio_dpu_controller"]["written"]
+    (controller,) = changed["istio_dpu_controller"]
+    assert controller["validated"] and controller["changed"]
+    assert config.name in controller["written"]
     assert "logLevel: debug" in config.read_text()
-    assert all(changed[name]["verified"] for name in ("namespace", "istio_dpu_adapter", "istio_dpu_cni"))
+    assert all(r["verified"] for r in every(changed, ("namespace", "istio_dpu_adapter", "istio_dpu_cni")))
 
     wanted = config.read_text()
     config.write_text(wanted.replace("logLevel: debug", "logLevel: trace"))
     repaired = render_results(run_stages, out, istio_dpu_controller_log_level="debug")
-    assert repaired["istio_dpu_controller"]["validated"]
-    assert repaired["istio_dpu_controller"]["written"] == [config.name]
+    (controller,) = repaired["istio_dpu_controller"]
+    assert controller["validated"]
+    assert controller["written"] == [config.name]
     assert config.read_text() == wanted
 
     (out / "istio_dpu_cni" / "stray.yaml").write_text("kind: ConfigMap\n")
     pruned = render_results(run_stages, out, istio_dpu_controller_log_level="debug")
-    assert pruned["istio_dpu_cni"]["validated"] and pruned["istio_dpu_cni"]["removed"] == ["stray.yaml"]
+    (cni,) = pruned["istio_dpu_cni"]
+    assert cni["validated"] and cni["removed"] == ["stray.yaml"]
     assert not (out / "istio_dpu_cni" / "stray.yaml").exists()
 
 
@@ -90,3 +103,39 @@ def test_without_a_path_the_objects_are_only_validated():
     bad = run_action({**args, "objects": [{**namespace, "metadata": {"name": "Not_A_Name"}}]})
     assert bad["failed"] and bad["msg"].startswith("demo: rendered manifests are invalid:")
     assert "Not_A_Name" in bad["msg"]
+
+
+def test_several_components_are_all_validated_before_any_is_written(tmp_path):
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}
+    other = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}
+    bad = {**other, "metadata": {"name": "Not_A_Name"}}
+    args = {"kubernetes_versions": ["1.33"], "render_dir": str(tmp_path)}
+
+    refused = run_action({**args, "components": [{"component": "a", "objects": [namespace]},
+                                                  {"component": "b", "objects": [bad]}]})  # fmt: skip
+    assert refused["failed"] and refused["msg"].startswith("b: rendered manifests are invalid:")
+    assert "Not_A_Name" in refused["msg"]
+    assert not (tmp_path / "a").exists(), "a valid component was written although another was invalid"
+
+    both = {**args, "components": [{"component": "a", "objects": [namespace]}, {"component": "b", "objects": [other]}]}
+    written = run_action(both)
+    assert written["changed"] and not written.get("failed")
+    assert [(c["component"], c["validated"], c["changed"]) for c in written["components"]] == [
+        ("a", True, True),
+        ("b", True, True),
+    ]
+    assert (tmp_path / "a" / "namespace.demo.yaml").is_file() and (tmp_path / "b" / "namespace.other.yaml").is_file()
+    assert len(written["diff"]) == 4  # each component's object and kustomization
+
+    again = run_action(both)
+    assert not again["changed"] and all(c["verified"] and not c["validated"] for c in again["components"])
+
+    (tmp_path / "b" / "namespace.other.yaml").write_text("kind: Namespace\n")
+    repaired = run_action(both)
+    assert repaired["changed"]
+    assert [(c["component"], c["validated"]) for c in repaired["components"]] == [("a", False), ("b", True)]
+    assert repaired["components"][1]["written"] == ["namespace.other.yaml"]
+
+    validated = run_action({"kubernetes_versions": ["1.33"], "components": both["components"]})
+    assert not validated["changed"] and all(c["validated"] for c in validated["components"])
+    assert not any((tmp_path / name).exists() for name in ("namespace", "demo"))
