@@ -1,8 +1,9 @@
 """Ports whose protocol is detected, and server-first protocols, through the real Envoy.
 
 State: tests/behaviour/states/outbound. Service apps/detect declares port 8000 with no protocol name or
-appProtocol, and a VirtualService answers 418 for `x-case: teapot` on it. Service apps/banner declares
-`tcp-banner` 6000; the test runs a server there that speaks first and never reads.
+appProtocol, and a VirtualService answers 418 for `x-case: teapot` on it. Service shop/guarded (in the mesh) does
+the same, with an AuthorizationPolicy that allows paths under /public only. Service apps/banner declares `tcp-banner`
+6000; the test runs a server there that speaks first and never reads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ pytestmark = [pytest.mark.envoy, pytest.mark.netns]
 
 CLIENT = "open/open-client-0"
 DETECT = "apps/detect"
+GUARDED = "shop/guarded"
 BANNER_POD = "apps/banner-0"
 BANNER = "220 banner ready\r\n"
 SERVE_BANNER = f"""
@@ -64,3 +66,18 @@ def test_a_server_first_protocol_is_forwarded_without_waiting_for_the_client(out
     finally:
         server.kill()
         server.wait()
+
+
+def test_the_server_side_detects_http_and_applies_http_authorization_rules(outbound_lab):
+    """Through both sides of the proxy, with mTLS between them: the client side offers ALPN istio-http/1.1 for
+    HTTP, so the server side applies the ALLOW rule's paths, as a sidecar would. A TCP client matches no HTTP
+    rule and is refused, as under Istio."""
+    public = outbound_lab.call(CLIENT, GUARDED, path="/public/report")[0]
+    assert public.status == 200, public
+    assert public.json()["pod"] == "guarded-0"
+    private = outbound_lab.call(CLIENT, GUARDED, path="/private")[0]
+    assert private.status == 403 and private.body == "RBAC: access denied", private
+    assert outbound_lab.requests_seen("shop/guarded-0", "/private") == []
+    vip = outbound_lab.service(GUARDED).cluster_ip
+    answer = outbound_lab.tcp(CLIENT, vip, 8000, send="HELO not http\r\n\r\n")
+    assert answer["received"] == "", answer

@@ -61,6 +61,22 @@ class Compiled:
         }
         return _evaluate(listener["filter_chain_matcher"], inputs)
 
+    def inbound_chain_for(self, address: str, port: int, alpn: str = "", http: str = "") -> str:
+        """The chain the inbound listener's matcher picks for a connection to `address`:`port`.
+
+        `alpn`: the ALPN values a TLS client offers, as Envoy gives them ("'istio-http/1.1'"; the connection is
+        TLS when given); `http`: what the HTTP inspector would detect in plaintext, where it runs.
+        """
+        listener = self.listener("inbound")
+        inspected = inspects(listener, "envoy.filters.listener.http_inspector", port)
+        inputs = {
+            "DestinationIPInput": address,
+            "DestinationPortInput": str(port),
+            "TransportProtocolInput": "tls" if alpn else "raw_buffer",
+            "ApplicationProtocolInput": alpn or (http if inspected else ""),
+        }
+        return _evaluate(listener["filter_chain_matcher"], inputs)
+
     def routes_for(self, source: str, port: int, authority: str) -> list[dict[str, Any]]:
         """The routes a request from `source` with this authority can reach, in order, without the class gates.
 
@@ -98,15 +114,33 @@ def _string_matches(matcher: dict[str, Any], value: str) -> bool:
 
 
 def _evaluate(on_match: dict[str, Any], inputs: dict[str, str]) -> str:
+    """The action a matcher picks, as Envoy evaluates it; `inputs` by input type (DestinationPortInput, ...)."""
     while "action" not in on_match:
         matcher = on_match.get("matcher", on_match)
         tree = matcher.get("matcher_tree")
         chosen = None
         if tree is not None:
-            value = inputs[tree["input"]["name"]]
+            value = inputs[_input_type(tree["input"])]
             chosen = tree["exact_match_map"]["map"].get(value)
+        for candidate in (matcher.get("matcher_list") or {}).get("matchers", []):
+            predicate = candidate["predicate"]["single_predicate"]
+            if _string_matches(predicate["value_match"], inputs[_input_type(predicate["input"])]):
+                chosen = candidate["on_match"]
+                break
         on_match = chosen if chosen is not None else matcher["on_no_match"]
     return on_match["action"]["name"]
+
+
+def _input_type(matcher_input: dict[str, Any]) -> str:
+    return matcher_input["typed_config"]["@type"].rsplit(".", 1)[-1]
+
+
+def _string_matches(match: dict[str, Any], value: str) -> bool:
+    if "contains" in match:
+        return match["contains"] in value
+    if "exact" in match:
+        return match["exact"] == value
+    return re.fullmatch(match["safe_regex"]["regex"], value) is not None
 
 
 def inspects(listener: dict[str, Any], name: str, port: int) -> bool:

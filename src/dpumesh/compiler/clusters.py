@@ -55,9 +55,11 @@ def upstream_mark(mark: int) -> dict[str, Any]:
     }
 
 
-# (fqdn, port, subset, namespace/name of the DestinationRule or "", client namespace): DestinationRule
-# credentialName secrets are the client namespace's. A plain tuple: the catalog looks one up for every route.
-ClusterKey = tuple[str, int, str, str, str]
+# (fqdn, port, subset, namespace/name of the DestinationRule or "", client namespace, signals HTTP):
+# DestinationRule credentialName secrets are the client namespace's. A plain tuple: the catalog looks one up
+# for every route.
+ClusterKey = tuple[str, int, str, str, str, bool]
+HTTP_SIGNAL_SUFFIX = "~http"  # the variant an HTTP route uses for a port whose protocol the server detects
 
 
 class ClusterCatalog:
@@ -81,8 +83,10 @@ class ClusterCatalog:
         self._bind_config = upstream_mark(ctx.mesh.proxy.capture_mark)  # the same in every cluster, never changed
 
     # -- naming ---------------------------------------------------------------------------
-    def ref(self, cls: View, dest: dict[str, Any], listener_port: int, vs: IstioObject | None) -> str:
-        """The cluster name for a route destination, as seen by `cls`."""
+    def ref(
+        self, cls: View, dest: dict[str, Any], listener_port: int, vs: IstioObject | None, http: bool = False
+    ) -> str:
+        """The cluster name for a route destination, as seen by `cls` (`http`: from an HTTP route)."""
         ns = vs.meta.namespace if vs is not None else cls.namespace
         fqdn = self.ctx.registry.resolve(str(dest.get("host")), ns)
         host = self.ctx.registry.hosts.get(fqdn)
@@ -93,28 +97,35 @@ class ClusterCatalog:
         if host is None or port not in host.ports:
             # Unknown host or port: Istio points at a cluster that does not exist → 503 at request time.
             return istio_name(port, subset, fqdn)
-        return self.cluster_for(cls, host, port, subset)
+        return self.cluster_for(cls, host, port, subset, http)
 
-    def cluster_for(self, cls: View, host: Host, port: int, subset: str = "") -> str:
+    def cluster_for(self, cls: View, host: Host, port: int, subset: str = "", http: bool = False) -> str:
+        """The cluster for (host, port, subset) as seen by `cls`.
+
+        HTTP routes (`http`) to a port whose protocol is detected use a variant that tells the server's proxy, by
+        its ALPN, that the connection carries HTTP: that proxy then applies its HTTP chain (HTTP authorization
+        rules), as a sidecar does. TCP chains use the plain cluster.
+        """
         dr = destination_rule_for(self.ctx, cls.namespace, host, cls.source_matches)
         if subset and not _find_subset(dr, subset):
             # Undefined subset → 503, like Istio: a name no cluster has, even where another
             # namespace's DestinationRule defines that subset under Istio's name.
             return f"{istio_name(port, subset, host.fqdn)}~undefined-subset"
         dr_key = dr.meta.key if dr else ""
-        key: ClusterKey = (host.fqdn, port, subset, dr_key, cls.namespace)
+        signals = http and host.sniffs(port)
+        key: ClusterKey = (host.fqdn, port, subset, dr_key, cls.namespace, signals)
         name = self._names.get(key)
         if name is not None:
             return name
         # Only DestinationRule credentials make a cluster depend on the client's namespace; a cluster
         # without them, built for one class, serves every class that resolves the same rule.
-        any_client: ClusterKey = (host.fqdn, port, subset, dr_key, "")
+        any_client: ClusterKey = (host.fqdn, port, subset, dr_key, "", signals)
         name = self._names.get(any_client)
         if name is not None:
             self._names[key] = name
             return name
-        cluster = self.build(cls, host, port, subset, dr)
-        name = istio_name(port, subset, host.fqdn)
+        cluster = self.build(cls, host, port, subset, dr, signals)
+        name = istio_name(port, subset, host.fqdn) + (HTTP_SIGNAL_SUFFIX if signals else "")
         if _uses_credentials(cluster):
             name += f"~{cls.namespace}"
         else:
@@ -130,7 +141,9 @@ class ClusterCatalog:
         return name
 
     # -- building -------------------------------------------------------------------------
-    def build(self, cls: View, host: Host, port: int, subset: str, dr: IstioObject | None) -> dict[str, Any]:
+    def build(
+        self, cls: View, host: Host, port: int, subset: str, dr: IstioObject | None, signals_http: bool = False
+    ) -> dict[str, Any]:
         hp = host.ports[port]
         policy = effective_policy(dr, subset, port)
         endpoints = hp.endpoints
@@ -166,7 +179,8 @@ class ClusterCatalog:
         self.apply_load_balancer(cluster, policy.get("loadBalancer"), where, name, is_http(hp.protocol))
         self.apply_connection_pool(cluster, policy.get("connectionPool"), where, hp.protocol, host.sniffs(port))
         self.apply_outlier(cluster, policy.get("outlierDetection"), where)
-        self.apply_tls(cluster, cls, host, port, subset, policy.get("tls"), where, endpoints)
+        alpn = tls.ISTIO_HTTP_ALPN if signals_http else tls.ISTIO_ALPN
+        self.apply_tls(cluster, cls, host, port, subset, policy.get("tls"), where, endpoints, alpn)
         if not cluster["common_lb_config"]:
             del cluster["common_lb_config"]
         return cluster
@@ -274,7 +288,7 @@ class ClusterCatalog:
             cluster["common_lb_config"]["healthy_panic_threshold"] = {"value": float(od["minHealthPercent"])}
         cluster["outlier_detection"] = out
 
-    def apply_tls(self, cluster, cls, host: Host, port, subset, settings, where, endpoints) -> None:
+    def apply_tls(self, cluster, cls, host: Host, port, subset, settings, where, endpoints, alpn) -> None:
         mode = (settings or {}).get("mode", "")
         if settings and mode not in TLS_MODES:
             self._error(where, "trafficPolicy.tls.mode", f"{mode!r} is not one of {TLS_MODES}")
@@ -282,7 +296,7 @@ class ClusterCatalog:
 
         def istio() -> dict[str, Any]:
             sni = f"outbound_.{port}_.{subset}_.{host.fqdn}"
-            return tls.client_transport_socket(self.ctx, sni, self._peer_identities(endpoints))
+            return tls.client_transport_socket(self.ctx, sni, self._peer_identities(endpoints), alpn)
 
         if mode == "ISTIO_MUTUAL":
             cluster["transport_socket"] = istio()

@@ -7,6 +7,11 @@ for the pod, else the pod's passthrough) → transport (TLS or plaintext, per th
 port's mTLS mode; in PERMISSIVE, TLS that does not offer an `istio` ALPN goes to
 the application untouched, as with a sidecar). A plaintext connection to a STRICT
 port finds no chain and is closed.
+
+On a port a Service declares without a protocol, the protocol is detected per connection, as a sidecar
+detects it: mTLS whose ALPN says HTTP (`istio-http/1.1`, what client proxies offer for HTTP to such a port)
+and plaintext the HTTP inspector recognises go to an HTTP chain (HTTP authorization rules, JWT), anything
+else to the port's TCP chain (TCP authorization rules).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dpumesh.compiler.authz import AuthorizationPolicies
 from dpumesh.compiler.clusters import MAX, upstream_mark
 from dpumesh.compiler.context import DIFFERENT, CompileContext, typed
 from dpumesh.compiler.jwt import RequestAuthentications
+from dpumesh.compiler.outbound import DETECTED_HTTP, inspector_for_ports
 from dpumesh.compiler.peerauth import DISABLE, STRICT, PeerAuthentications
 from dpumesh.compiler.registry import is_http
 from dpumesh.compiler.tls import server_transport_socket
@@ -50,23 +56,49 @@ def _select(chain: str) -> dict[str, Any]:
     return {"action": {"name": chain, "typed_config": typed("google.protobuf.StringValue", value=chain)}}
 
 
+_APPLICATION_PROTOCOL = _input("application_protocol", "ApplicationProtocolInput")
+
+
+def _by_alpn(choices: list[tuple[dict[str, Any], str]], otherwise: dict[str, Any]) -> dict[str, Any]:
+    """The chain of the first (string matcher of the offered ALPN values, chain) that matches, else `otherwise`."""
+    matchers = [
+        {
+            "predicate": {"single_predicate": {"input": _APPLICATION_PROTOCOL, "value_match": match}},
+            "on_match": _select(chain),
+        }
+        for match, chain in choices
+    ]
+    return {"matcher_list": {"matchers": matchers}, "on_no_match": otherwise}
+
+
 # Istio 1.24 (ENABLE_INBOUND_RETRY_POLICY): retry a request the application's connection reset before it was sent.
 INBOUND_RETRY = {"retry_on": "reset-before-request", "num_retries": 2}
 H2_SUFFIX = "~h2"
+DETECTED = "DETECTED"  # the protocol of HTTP found on a port a Service declares without one
+DETECTED_SUFFIX = "~detected"
+# The ALPN of a client proxy's mTLS carrying HTTP (`tls.ISTIO_HTTP_ALPN`, and Istio's other values), and of
+# any client proxy's mTLS.
+HTTP_SIGNAL = {"safe_regex": {"google_re2": {}, "regex": ".*'istio-(http/1\\.[01]|h2)'.*"}}
+ISTIO_SIGNAL = {"contains": "'istio"}
 
 
 def inbound_cluster_name(port: int, protocol: str = "TCP") -> str:
-    """`inbound|<port>||` as Istio names it; HTTP2/gRPC ports get their own cluster, which speaks HTTP/2."""
-    return f"inbound|{port}||" + (H2_SUFFIX if protocol in ("HTTP2", "GRPC") else "")
+    """`inbound|<port>||` as Istio names it; HTTP2/gRPC ports get their own cluster, which speaks HTTP/2, and
+    detected HTTP one that speaks what the client spoke."""
+    suffix = {"HTTP2": H2_SUFFIX, "GRPC": H2_SUFFIX, DETECTED: DETECTED_SUFFIX}.get(protocol, "")
+    return f"inbound|{port}||{suffix}"
 
 
 @dataclass(frozen=True)
 class PortChains:
-    """Chain names of one (pod, port): mTLS, plaintext, and TLS the proxy does not terminate."""
+    """Chain names of one (pod, port): mTLS, plaintext, and TLS the proxy does not terminate; on a port whose
+    protocol is detected, also the mTLS and plaintext chains for HTTP."""
 
     mtls: str
     plain: str
     foreign_tls: str
+    mtls_http: str = ""
+    plain_http: str = ""
 
 
 def declared_ports(ctx: CompileContext, pod: Pod) -> dict[int, str]:
@@ -117,6 +149,7 @@ class InboundBuilder:
         self.chains: list[dict[str, Any]] = []
         self.cluster_names: set[str] = set()
         self._rejecting = False  # the reject chain is added once
+        self.sniffed_ports: set[int] = set()  # ports where plaintext HTTP is detected: HTTP inspector
 
     # -- filters ----------------------------------------------------------------------------
     def http_filters(self, pod: Pod, port: int, protocol: str) -> list[dict[str, Any]]:
@@ -179,6 +212,18 @@ class InboundBuilder:
         self.chains.append(chain)
         return name
 
+    def detecting_chains(self, pod: Pod, port: int, mode: str) -> PortChains:
+        """The chains of a port whose protocol is detected: the TCP ones, and HTTP ones beside them."""
+        tcp = self.port_chains(pod, port, "TCP", mode)
+        label = f"inbound|{pod.ip}|{port}|http"
+        mtls_http = plain_http = ""
+        if mode != DISABLE:
+            tls = server_transport_socket(self.ctx, pod.namespace, pod.service_account, HTTP_ALPN)
+            mtls_http = self.add_chain(f"{label}|mtls", self.http_filters(pod, port, DETECTED), tls)
+        if mode != STRICT:
+            plain_http = self.add_chain(f"{label}|plaintext", self.http_filters(pod, port, DETECTED))
+        return PortChains(tcp.mtls, tcp.plain, tcp.foreign_tls, mtls_http, plain_http)
+
     def port_chains(self, pod: Pod, port: int | None, protocol: str, mode: str) -> PortChains:
         """The chains a (pod, port) needs in `mode`; port None is the pod's passthrough."""
         label = f"inbound|{pod.ip}|{port or 'passthrough'}"
@@ -215,32 +260,31 @@ class InboundBuilder:
     @staticmethod
     def transport_matcher(mode: str, chains: PortChains) -> dict[str, Any]:
         transport = _input("transport_protocol", "TransportProtocolInput")
+        mtls = _select(chains.mtls)
+        if chains.mtls_http:
+            mtls = {"matcher": _by_alpn([(HTTP_SIGNAL, chains.mtls_http)], mtls)}
+        plain = _select(chains.plain)
+        if chains.plain_http:
+            detected = dict.fromkeys(DETECTED_HTTP, _select(chains.plain_http))
+            plain = {
+                "matcher": {
+                    "matcher_tree": {"input": _APPLICATION_PROTOCOL, "exact_match_map": {"map": detected}},
+                    "on_no_match": plain,
+                }
+            }
         if mode == STRICT:
             # Explicit: a nested matcher without a match would fall back to the pod's passthrough.
             return {
-                "matcher_tree": {"input": transport, "exact_match_map": {"map": {"tls": _select(chains.mtls)}}},
+                "matcher_tree": {"input": transport, "exact_match_map": {"map": {"tls": mtls}}},
                 "on_no_match": _select(REJECT_CHAIN),
             }
         elif mode == DISABLE:
-            branches = {"tls": _select(chains.foreign_tls), "raw_buffer": _select(chains.plain)}
+            branches = {"tls": _select(chains.foreign_tls), "raw_buffer": plain}
         else:
-            alpn = {
-                "matcher_list": {
-                    "matchers": [
-                        {
-                            "predicate": {
-                                "single_predicate": {
-                                    "input": _input("application_protocol", "ApplicationProtocolInput"),
-                                    "value_match": {"contains": "'istio"},
-                                }
-                            },
-                            "on_match": _select(chains.mtls),
-                        }
-                    ]
-                },
-                "on_no_match": _select(chains.foreign_tls),
-            }
-            branches = {"tls": {"matcher": alpn}, "raw_buffer": _select(chains.plain)}
+            choices = [(ISTIO_SIGNAL, chains.mtls)]
+            if chains.mtls_http:
+                choices.insert(0, (HTTP_SIGNAL, chains.mtls_http))  # the first that matches wins
+            branches = {"tls": {"matcher": _by_alpn(choices, _select(chains.foreign_tls))}, "raw_buffer": plain}
         return {"matcher_tree": {"input": transport, "exact_match_map": {"map": branches}}}
 
     def pod_matcher(self, pod: Pod) -> dict[str, Any]:
@@ -251,10 +295,17 @@ class InboundBuilder:
         ports = declared_ports(self.ctx, pod)
         for port in resolved.port_modes:
             ports.setdefault(port, "TCP")  # portLevelMtls applies to undeclared ports too, as plain TCP
+        detected = set(detected_ports(self.ctx, pod))
         by_port = {}
         for port, protocol in ports.items():
             mode = resolved.for_port(port)
-            by_port[str(port)] = {"matcher": self.transport_matcher(mode, self.port_chains(pod, port, protocol, mode))}
+            if port in detected and not is_http(protocol):
+                chains = self.detecting_chains(pod, port, mode)
+                if chains.plain_http:
+                    self.sniffed_ports.add(port)
+            else:
+                chains = self.port_chains(pod, port, protocol, mode)
+            by_port[str(port)] = {"matcher": self.transport_matcher(mode, chains)}
         passthrough = self.transport_matcher(resolved.mode, self.port_chains(pod, None, "TCP", resolved.mode))
         self.ctx.note(
             [pod],
@@ -262,14 +313,6 @@ class InboundBuilder:
             DIFFERENT,
             "forwarded as TCP with the pod's mTLS mode and TCP authorization rules; a sidecar sniffs HTTP",
         )
-        for port in detected_ports(self.ctx, pod):
-            self.ctx.note(
-                [pod],
-                f"inbound protocol of port {port}",
-                DIFFERENT,
-                "no Service names its protocol: forwarded as TCP with TCP authorization rules; a sidecar detects "
-                "HTTP here (clients' proxies do detect it, so their HTTP routing applies)",
-            )
         if not by_port:
             return passthrough
         return {
@@ -284,11 +327,13 @@ class InboundBuilder:
     def listener(self) -> dict[str, Any]:
         pods = sorted(self.ctx.local_meshed_pods, key=lambda p: p.ip)
         by_ip = {pod.ip: {"matcher": self.pod_matcher(pod)} for pod in pods}
+        # Only where plaintext HTTP is detected: a server-first protocol elsewhere is not held by the inspector.
+        http_inspector = inspector_for_ports("http_inspector", "http_inspector.v3.HttpInspector", self.sniffed_ports)
         listener: dict[str, Any] = {
             "name": LISTENER_NAME,
             "address": {"socket_address": {"address": "0.0.0.0", "port_value": self.ctx.mesh.proxy.inbound_port}},
             "transparent": True,
-            "listener_filters": [ORIGINAL_DST, TLS_INSPECTOR],
+            "listener_filters": [ORIGINAL_DST, TLS_INSPECTOR, *([http_inspector] if http_inspector else [])],
             # A server-first protocol sends nothing for the TLS inspector: go on as plaintext after the timeout.
             "continue_on_listener_filters_timeout": True,
             "traffic_direction": "INBOUND",
@@ -318,9 +363,13 @@ class InboundBuilder:
         HTTP reaches the application in its port's protocol, as from a sidecar, whatever the client proxy spoke:
         HTTP/2 for HTTP2/gRPC ports, HTTP/1.1 otherwise (TCP ports use the cluster through tcp_proxy only).
         """
-        http2 = name.endswith(H2_SUFFIX)
+        http2, detected = name.endswith(H2_SUFFIX), name.endswith(DETECTED_SUFFIX)
         protocol = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
-        options = typed("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", explicit_http_config=protocol)
+        if detected:  # what the client spoke: HTTP/1.1, or HTTP/2 (h2c)
+            version = {"use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}
+        else:
+            version = {"explicit_http_config": protocol}
+        options = typed("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", **version)
         cluster = {
             "name": name,
             "type": "ORIGINAL_DST",
@@ -335,8 +384,8 @@ class InboundBuilder:
             },
             "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
         }
-        if http2:
-            cluster["alt_stat_name"] = name.removesuffix(H2_SUFFIX)
+        if http2 or detected:
+            cluster["alt_stat_name"] = name.removesuffix(H2_SUFFIX).removesuffix(DETECTED_SUFFIX)
         return cluster
 
 

@@ -92,8 +92,8 @@ def listener_head(
     (MySQL, SMTP) on any other port is forwarded at once.
     """
     inspectors = [
-        _inspector("tls_inspector", "tls_inspector.v3.TlsInspector", sni_ports),
-        _inspector("http_inspector", "http_inspector.v3.HttpInspector", sniffed_ports),
+        inspector_for_ports("tls_inspector", "tls_inspector.v3.TlsInspector", sni_ports),
+        inspector_for_ports("http_inspector", "http_inspector.v3.HttpInspector", sniffed_ports),
     ]
     return {
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
@@ -121,7 +121,7 @@ def listener_head(
     }
 
 
-def _inspector(name: str, config: str, ports: set[int]) -> dict[str, Any] | None:
+def inspector_for_ports(name: str, config: str, ports: set[int]) -> dict[str, Any] | None:
     """A listener filter that runs only for connections to `ports` (none: no filter)."""
     if not ports:
         return None
@@ -189,13 +189,13 @@ class _Recorder:
         self.clusters: list[str] = []
         self.notes: list[tuple[str, str]] = []
 
-    def ref(self, dest: dict[str, Any], port: int, vs) -> str:
-        name = self.catalog.ref(self.view, dest, port, vs)
+    def ref(self, dest: dict[str, Any], port: int, vs, http: bool = False) -> str:
+        name = self.catalog.ref(self.view, dest, port, vs, http)
         self.clusters.append(name)
         return name
 
-    def cluster_for(self, host: Host, port: int) -> str:
-        name = self.catalog.cluster_for(self.view, host, port)
+    def cluster_for(self, host: Host, port: int, http: bool = False) -> str:
+        name = self.catalog.cluster_for(self.view, host, port, http=http)
         self.clusters.append(name)
         return name
 
@@ -669,7 +669,7 @@ class OutboundBuilder:
         rec = _Recorder(self.catalog, view)
         vs = virtual_service_for(self.ctx, view, host)
         if vs is None or not vs.spec.get("http"):
-            routes = [default_route(rec.cluster_for(host, port))]
+            routes = [default_route(rec.cluster_for(host, port, http=True))]
         else:
             builder = RouteBuilder(self.ctx.diag, vs)
 
@@ -688,7 +688,7 @@ class OutboundBuilder:
 
             routes = []
             for ri, route in enumerate(vs.spec.get("http") or []):
-                built = builder.http_route(ri, route, port, lambda d, p: rec.ref(d, p, vs), applies(ri))
+                built = builder.http_route(ri, route, port, lambda d, p: rec.ref(d, p, vs, http=True), applies(ri))
                 routes.extend(built)
                 if built:
                     for feature in _route_features(route):

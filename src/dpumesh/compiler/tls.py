@@ -22,6 +22,10 @@ from dpumesh.state.model import Pod
 TLS_SOCKET = "envoy.transport_sockets.tls"
 SECRET_TYPE = "envoy.extensions.transport_sockets.tls.v3.Secret"
 ISTIO_ALPN = ["istio-peer-exchange", "istio"]
+# What a client proxy offers for HTTP to a port whose protocol the server side detects: the server cannot look
+# inside the mTLS stream, so it picks its HTTP chain by this ALPN, as Istio's sidecars do (their istio.alpn
+# filter). The server's HTTP codec then tells HTTP/1.1 from HTTP/2 itself.
+ISTIO_HTTP_ALPN = ["istio-http/1.1"]
 ON_DEMAND_KEY = "envoy.tls.certificate_mappers.on_demand_secret"  # filter state the upstream mapper reads
 NO_IDENTITY = "dpumesh-no-identity"  # the SDS service never serves it: a connection without a source identity fails
 SDS_CLUSTER = "dpumesh-sds"
@@ -73,13 +77,15 @@ _ON_DEMAND_SELECTOR = {
 _ROOT_CA_REF = _sds_ref(ROOT_CA_SECRET)
 
 
-def client_transport_socket(ctx: CompileContext, sni: str, peer_sans: list[str]) -> dict[str, Any]:
+def client_transport_socket(
+    ctx: CompileContext, sni: str, peer_sans: list[str], alpn: list[str] = ISTIO_ALPN
+) -> dict[str, Any]:
     """ISTIO_MUTUAL towards a mesh workload, presenting the certificate of the connection's *source* pod."""
     sans = [_uri_san({"exact": san}) for san in peer_sans] or [trust_domain_san(ctx)]
     context: dict[str, Any] = {
         "common_tls_context": {
             "tls_params": TLS_PARAMS,
-            "alpn_protocols": ISTIO_ALPN,
+            "alpn_protocols": alpn,
             "custom_tls_certificate_selector": _ON_DEMAND_SELECTOR,
             "combined_validation_context": {
                 "default_validation_context": {"match_typed_subject_alt_names": sans},

@@ -487,7 +487,12 @@ def test_a_port_without_protocol_is_detected_per_connection_and_only_inspected_p
     assert features[f"protocol of {detect}:8000"]["status"] == "kept"
 
 
-def test_the_receiving_side_of_a_port_without_protocol_is_reported_as_tcp(compile_docs):
+def test_the_receiving_side_of_a_port_without_protocol_detects_http_as_a_sidecar_does(compile_docs, tmp_path):
+    """The server's proxy cannot see inside mTLS: the client's proxy offers ALPN istio-http/1.1 for HTTP to such a
+    port (its HTTP routes use a cluster variant that does), and the server picks its HTTP chain by it; plaintext
+    is detected by the HTTP inspector, on that port only. Anything else is the port's TCP chain."""
+    from dpumesh.bundle import validate_with_envoy, write_tree
+
     c = compile_docs(
         API_POD_AND_SERVICE
         + """
@@ -502,11 +507,46 @@ metadata: {name: detect-0, namespace: shop, labels: {app: detect}}
 spec: {nodeName: node-1, containers: [{name: c, image: x}]}
 """
     )
-    features = {f["feature"]: f for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/detect-0")}
-    assert features["inbound protocol of port 8000"]["status"] == "kept-with-difference"
-    assert "inbound protocol of port 8000" not in {
-        f["feature"] for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/a")
-    }
+    client, server, detect = pod_ip(c, "shop/a"), pod_ip(c, "shop/detect-0"), "detect.shop.svc.cluster.local"
+    # Client side: HTTP routes signal HTTP, the TCP chain does not.
+    route = c.vhost("0.0.0.0_8000", f"{detect}:8000")["routes"][-1]
+    http_cluster = c.cluster(route["route"]["cluster"])
+    assert http_cluster["name"] == f"outbound|8000||{detect}~http"
+    assert http_cluster["alt_stat_name"] == f"outbound|8000||{detect}"
+    tcp_vip = next(h for h in c.state.services if h.meta.key == "shop/detect").cluster_ip
+    tcp_cluster = c.cluster(
+        network_filter(c.chain(c.chain_for(client, tcp_vip, 8000)), "envoy.filters.network.tcp_proxy")["cluster"]
+    )
+    assert tcp_cluster["name"] == f"outbound|8000||{detect}"
+
+    def alpn(cluster: dict) -> list[str]:
+        sockets = [m["transport_socket"] for m in cluster["transport_socket_matches"] if m["name"] == "tlsMode-istio"]
+        return sockets[0]["typed_config"]["common_tls_context"]["alpn_protocols"]
+
+    assert alpn(http_cluster) == ["istio-http/1.1"]
+    assert alpn(tcp_cluster) == ["istio-peer-exchange", "istio"]
+    # Server side (PERMISSIVE): HTTP chains for signalled mTLS and detected plaintext, TCP chains otherwise.
+    label = f"inbound|{server}|8000"
+    assert c.inbound_chain_for(server, 8000, alpn="'istio-http/1.1'") == f"{label}|http|mtls"
+    assert c.inbound_chain_for(server, 8000, alpn="'istio-h2'") == f"{label}|http|mtls"
+    assert c.inbound_chain_for(server, 8000, alpn="'istio-peer-exchange','istio'") == f"{label}|mtls"
+    assert c.inbound_chain_for(server, 8000, alpn="'h2','http/1.1'") == f"{label}|plaintext"  # foreign TLS
+    for detected in ("'http/1.1'", "'http/1.0'", "'h2c'"):
+        assert c.inbound_chain_for(server, 8000, http=detected) == f"{label}|http|plaintext"
+    assert c.inbound_chain_for(server, 8000) == f"{label}|plaintext"
+    inbound = c.listener("inbound")
+    chain = next(ch for ch in inbound["filter_chains"] if ch["name"] == f"{label}|http|mtls")
+    manager = network_filter(chain, "envoy.filters.network.http_connection_manager")
+    upstream = manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"]
+    assert upstream == "inbound|8000||~detected"
+    options = c.cluster(upstream)["typed_extension_protocol_options"]
+    assert "use_downstream_protocol_config" in options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert [p for p in (80, 8000, 9000) if inspects(inbound, "envoy.filters.listener.http_inspector", p)] == [8000]
+    features = {f["feature"] for f in features_of(json.loads(c.bundle.files["parity.json"]), "shop/detect-0")}
+    assert "inbound protocol of port 8000" not in features
+    assert write_tree(
+        tmp_path / "node", c.bundle.files, lambda d: validate_with_envoy(d, "/etc/dpumesh/proxy/current/envoy")
+    )
 
 
 TWO_RULES_ONE_HOST = """
