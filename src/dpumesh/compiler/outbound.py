@@ -343,9 +343,10 @@ class OutboundBuilder:
         The entry keeps the lists alive, so their ids cannot be reused by other lists meanwhile.
         """
         key = (kind, *map(id, lists))
-        if key not in self._per_list:
-            self._per_list[key] = (lists, compute())
-        return self._per_list[key][1]
+        found = self._per_list.get(key)
+        if found is None:
+            found = self._per_list[key] = (lists, compute())
+        return found[1]
 
     def gate(self, classes: list[SourceClass]) -> dict[str, Any]:
         """The filter_state condition selecting `classes`."""

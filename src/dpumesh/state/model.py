@@ -6,14 +6,32 @@ field where it interprets it, so the error can name the exact field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 DPU_NODE_LABEL = "dpumesh.io/dpu"
 FABRIC_IP_ANNOTATION = "dpumesh.io/dpu-fabric-ip"
 VF_REPRESENTOR_ANNOTATION = "dpumesh.io/vf-representor"
 NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
+
+
+class kept:  # a decorator, named like functools.cached_property
+    """A value computed from an object's fields on first read and kept in the instance (which frozen dataclasses
+    allow: it is not a field). functools.cached_property does the same behind a lock in Python 3.11, which costs
+    more than most of these values; the compiler reads them for every pod and object of a state."""
+
+    def __init__(self, compute: Callable[[Any], Any]):
+        self.compute, self.name = compute, compute.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.compute(obj)
+        return value
 
 
 @dataclass(frozen=True)
@@ -26,7 +44,7 @@ class Meta:
     created: str = ""
     order: int = 0  # position in the input, breaks creation-time ties like the API server's list order
 
-    @cached_property  # asked for every object at every turn; kept in the instance, outside the fields
+    @kept
     def key(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
@@ -77,16 +95,16 @@ class Pod:
     meshed: bool
     owner: str = ""  # Deployment this pod was expanded from, if any
 
-    # The compiler asks these of every pod many times; kept in the instance once read (meta never changes).
-    @cached_property
+    # The compiler asks these of every pod many times (meta never changes).
+    @kept
     def namespace(self) -> str:
         return self.meta.namespace
 
-    @cached_property
+    @kept
     def name(self) -> str:
         return self.meta.name
 
-    @cached_property
+    @kept
     def labels(self) -> dict[str, str]:
         return self.meta.labels
 
