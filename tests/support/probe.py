@@ -21,11 +21,16 @@ import ssl
 import sys
 
 
-class _Headers(http.server.BaseHTTPRequestHandler):
+class _JsonReply(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and the JSON body `body()` gives."""
+
     protocol_version = "HTTP/1.1"
 
+    def body(self) -> bytes:
+        raise NotImplementedError
+
     def do_GET(self) -> None:
-        body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+        body = self.body()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -36,21 +41,16 @@ class _Headers(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Headers(_JsonReply):
+    def body(self) -> bytes:
+        return json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+
+
 def _file_handler(path: str) -> type[http.server.BaseHTTPRequestHandler]:
-    class _File(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
+    class _File(_JsonReply):
+        def body(self) -> bytes:  # read per request: the file may change between requests
             with open(path, "rb") as f:
-                body = f.read()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
+                return f.read()
 
     return _File
 
