@@ -13,8 +13,13 @@ if os.geteuid() != 0:
 @pytest.fixture(scope="session", autouse=True)
 def lab_dir(tmp_path_factory: pytest.TempPathFactory):
     """A private lab directory; the lab is taken down at the end even when a test fails."""
+    from dpumesh.lab import paths
     from dpumesh.lab.apply import lab_down
 
+    running = paths.lab_dir()  # the lab `make lab` brought up (or the one DPUMESH_LAB_DIR names)
+    if running.exists():
+        # Its namespaces, fabric and proxy ports are the ones these tests create: they would fail one by one.
+        pytest.fail(f"a lab is up ({running}); take it down first: make lab-down", pytrace=False)
     directory = tmp_path_factory.mktemp("lab")
     previous = os.environ.get("DPUMESH_LAB_DIR")
     os.environ["DPUMESH_LAB_DIR"] = str(directory)
