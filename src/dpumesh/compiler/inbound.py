@@ -23,7 +23,7 @@ from dpumesh.compiler.authz import AuthorizationPolicies
 from dpumesh.compiler.clusters import MAX, upstream_mark
 from dpumesh.compiler.context import DIFFERENT, CompileContext, typed
 from dpumesh.compiler.jwt import RequestAuthentications
-from dpumesh.compiler.outbound import DETECTED_HTTP, inspector_for_ports
+from dpumesh.compiler.outbound import inspector_for_ports, plaintext_http
 from dpumesh.compiler.peerauth import DISABLE, STRICT, PeerAuthentications
 from dpumesh.compiler.registry import is_http
 from dpumesh.compiler.tls import server_transport_socket
@@ -265,13 +265,7 @@ class InboundBuilder:
             mtls = {"matcher": _by_alpn([(HTTP_SIGNAL, chains.mtls_http)], mtls)}
         plain = _select(chains.plain)
         if chains.plain_http:
-            detected = dict.fromkeys(DETECTED_HTTP, _select(chains.plain_http))
-            plain = {
-                "matcher": {
-                    "matcher_tree": {"input": _APPLICATION_PROTOCOL, "exact_match_map": {"map": detected}},
-                    "on_no_match": plain,
-                }
-            }
+            plain = plaintext_http(chains.plain_http, plain)
         if mode == STRICT:
             # Explicit: a nested matcher without a match would fall back to the pod's passthrough.
             return {

@@ -175,6 +175,7 @@ class RequestAuthentications:
             literal = ipaddress.ip_address(host)
         except ValueError:
             literal = None
+        address = {"socket_address": {"address": host, "port_value": port}}
         cluster: dict[str, Any] = {
             "name": name,
             "type": "STATIC" if literal else "STRICT_DNS",
@@ -183,17 +184,15 @@ class RequestAuthentications:
             "upstream_bind_config": upstream_mark(self.ctx.mesh.proxy.capture_mark),
             "load_assignment": {
                 "cluster_name": name,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
             },
         }
         if https:
-            # Verified against the system CA bundle, for the URI's host, as istiod's own fetch is.
-            settings = {"mode": "SIMPLE"} if literal else {"mode": "SIMPLE", "sni": host, "subjectAltNames": [host]}
-            socket = tls.simple_client_transport_socket(self.ctx, settings, (KIND, obj.meta.namespace, obj.meta.name))
-            if literal and socket is not None:
-                validation = socket["typed_config"]["common_tls_context"]["validation_context"]
-                validation["match_typed_subject_alt_names"] = [{"san_type": "IP_ADDRESS", "matcher": {"exact": host}}]
-            cluster["transport_socket"] = socket
+            # Verified against the system CA bundle, for the URI's host, as istiod's own fetch is (no SNI for an
+            # address).
+            settings = {"mode": "SIMPLE", "subjectAltNames": [host], **({} if literal else {"sni": host})}
+            where = (KIND, obj.meta.namespace, obj.meta.name)
+            cluster["transport_socket"] = tls.simple_client_transport_socket(self.ctx, settings, where)
         self.jwks_clusters[name] = cluster
         return name
 
@@ -260,10 +259,6 @@ class RequestAuthentications:
                     self.ctx.note([pod], feature, DIFFERENT, detail)
                 else:
                     self.ctx.note([pod], feature, KEPT, detail)
-
-
-def _socket(host: str, port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": host, "port_value": port}}
 
 
 def claim(path: list[str], value: str, string_match: dict[str, Any]) -> dict[str, Any]:

@@ -59,9 +59,9 @@ def _input(kind: str) -> dict[str, Any]:
 DETECTED_HTTP = ("'http/1.0'", "'http/1.1'", "'h2c'")
 
 
-def _detected(http_chain: str, otherwise: dict[str, Any]) -> dict[str, Any]:
-    """The HTTP chain for plaintext HTTP, `otherwise` for TLS or any other protocol."""
-    by_protocol = {
+def plaintext_http(http_chain: str, otherwise: dict[str, Any]) -> dict[str, Any]:
+    """For a plaintext connection: the HTTP chain when the HTTP inspector found HTTP, `otherwise` if not."""
+    return {
         "matcher": {
             "matcher_tree": {
                 "input": _input("ApplicationProtocolInput"),
@@ -70,10 +70,14 @@ def _detected(http_chain: str, otherwise: dict[str, Any]) -> dict[str, Any]:
             "on_no_match": otherwise,
         }
     }
+
+
+def http_detected(http_chain: str, otherwise: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP chain for plaintext HTTP, `otherwise` for TLS or any other protocol."""
     return {
         "matcher": {
             "matcher_tree": {"input": _input("TransportProtocolInput"), "exact_match_map": {"map": {"tls": otherwise}}},
-            "on_no_match": by_protocol,
+            "on_no_match": plaintext_http(http_chain, otherwise),
         }
     }
 
@@ -419,7 +423,7 @@ class OutboundBuilder:
             views = self.views(host, seen)
 
             def tcp_or_http(chain: str, host: Host = host) -> dict[str, Any]:
-                return _detected(http_chain, _action(chain)) if host.sniffs(port) else _action(chain)
+                return http_detected(http_chain, _action(chain)) if host.sniffs(port) else _action(chain)
 
             if len(views) == 1 and len(seen) == len(self.classes):
                 [(view, group)] = views.items()

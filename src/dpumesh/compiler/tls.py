@@ -14,6 +14,7 @@ upstream connection: the filter state object is hashed into the connection-pool 
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from dpumesh.compiler.context import ROOT_CA_SECRET, CompileContext, secret_name, typed
@@ -250,7 +251,7 @@ def simple_client_transport_socket(
         if dr_tls.get("caCrl"):
             validation_source["validation_context"]["crl"] = {"filename": dr_tls["caCrl"]}
     if not skip_verify:
-        matchers = [_uri_san({"exact": s}) if s.startswith("spiffe://") else _dns_san(s) for s in sans]
+        matchers = [_san(s) for s in sans]
         if "validation_context" in validation_source:
             validation = validation_source["validation_context"]
             if matchers:
@@ -270,8 +271,15 @@ def simple_client_transport_socket(
     }
 
 
-def _dns_san(name: str) -> dict[str, Any]:
-    return {"san_type": "DNS", "matcher": {"exact": name}}
+def _san(name: str) -> dict[str, Any]:
+    """The SAN matcher of a subjectAltNames entry: a SPIFFE URI, an IP address or a DNS name."""
+    if name.startswith("spiffe://"):
+        return _uri_san({"exact": name})
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return {"san_type": "DNS", "matcher": {"exact": name}}
+    return {"san_type": "IP_ADDRESS", "matcher": {"exact": name}}
 
 
 def local_identities(ctx: CompileContext) -> list[tuple[str, str]]:

@@ -267,6 +267,14 @@ def test_simple_and_mutual_tls_from_destination_rules():
         "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
         "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": "api.example.com"}}],
     }
+    names = ["10.9.0.7", "fd00::7", "spiffe://cluster.local/ns/a/sa/b", "db.example"]
+    by_kind = tls.simple_client_transport_socket(ctx, {"mode": "SIMPLE", "subjectAltNames": names}, where)
+    assert by_kind["typed_config"]["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.9.0.7"}},
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "fd00::7"}},
+        {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/a/sa/b"}},
+        {"san_type": "DNS", "matcher": {"exact": "db.example"}},
+    ]
     files = {"mode": "MUTUAL", "clientCertificate": "/c.pem", "privateKey": "/k.pem", "caCertificates": "/ca.pem"}
     mutual = tls.simple_client_transport_socket(ctx, files, where)["typed_config"]["common_tls_context"]
     assert mutual["tls_certificates"] == [
