@@ -30,7 +30,14 @@ $(STAMPS)/venv-$(PY_HASH): $(STAMPS)/apt-$(APT_HASH)
 	$(VENV)/bin/ansible-galaxy collection install -r requirements.yml
 	@touch $@
 
-deps: $(STAMPS)/venv-$(PY_HASH)  ## install apt packages, the pinned venv and collections
+# Byte-compile the package and the plugins, as pip does for an installed package: the CLI and every Ansible
+# fork then load them without compiling (even where PYTHONDONTWRITEBYTECODE is set). Python ignores a .pyc
+# whose source changed since, so an edit is never masked; it only loads slower until the next make.
+$(STAMPS)/bytecode: $(STAMPS)/venv-$(PY_HASH) $(shell find src plugins filter_plugins roles playbooks -name '*.py' -not -path '*/molecule/*')
+	$(VENV)/bin/python -m compileall -q src plugins filter_plugins roles playbooks >/dev/null
+	@touch $@
+
+deps: $(STAMPS)/venv-$(PY_HASH) $(STAMPS)/bytecode  ## install apt packages, the pinned venv and collections
 
 image: deps  ## build the molecule test image (only when its recipe changed)
 	tools/build-test-image

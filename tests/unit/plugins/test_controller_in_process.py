@@ -87,6 +87,51 @@ def test_preflight_probe_in_process_matches_the_module(tmp_path):
     assert "kind" in results["bad kind"]["msg"] and "host, soc" in results["bad kind"]["msg"]
 
 
+def test_preflight_report_checks_first_then_prints_and_stops_on_a_failed_row(tmp_path):
+    """The role's one check task: a malformed configuration stops it before the host is read; otherwise the
+    findings table (probe rows, then the inventory's) is its message, and a failed row stops it with the fix."""
+    probe = {"kind": "soc", "sysfs_root": str(tmp_path / "sys"), "min_free_memory_mb": 1, "min_kernel": "3.0"}
+    relation = {"check": "DPU host of this SoC", "status": "ok", "found": "node-1", "needed": "a host", "fix": ""}
+    report = {"host": "node-1-dpu", "title": "node-1-dpu (soc)", "relation": relation, "config_problems": " "}
+    pinged = {
+        "checked": True,
+        "name": "node-1-dpu",
+        "in_play": False,
+        "ping": {"unreachable": True, "msg": "no route to host"},
+    }
+    tasks = [
+        {"name": "fit", "dpu_preflight_probe": {**probe, "report": report}},
+        {
+            "name": "malformed",
+            # a kind the probe refuses: the configuration problem is reported instead, the host is not read
+            "dpu_preflight_probe": {**probe, "kind": "card", "report": {**report, "config_problems": "bad model\n"}},
+            "ignore_errors": True,
+        },
+        {
+            "name": "unfit",
+            "dpu_preflight_probe": {**probe, "report": {**report, "relation": {**relation, "status": "FAIL"}}},
+            "ignore_errors": True,
+        },
+        {
+            "name": "soc down",
+            "dpu_preflight_probe": {**probe, "kind": "host", "report": {**report, "soc": pinged}},
+            "ignore_errors": True,
+        },
+    ]
+    results = _run(tmp_path, "dpu_preflight", tasks)
+    fit = _same(results, "fit", ("changed", "failed", "msg"))
+    assert not fit.get("failed") and fit["msg"][0] == "preflight node-1-dpu (soc)"
+    assert fit["msg"][1].split() == ["check", "status", "found", "needed"]
+    assert fit["msg"][-1].split()[:6] == ["DPU", "host", "of", "this", "SoC", "ok"]
+    assert _same(results, "malformed", ("failed", "msg"))["msg"] == "bad model"
+    unfit = _same(results, "unfit", ("failed", "msg"))
+    assert unfit["failed"] and unfit["msg"].endswith(
+        "node-1-dpu cannot take the requested configuration: [DPU host of this SoC: found node-1, needed a host -> ]"
+    )
+    down = _same(results, "soc down", ("failed", "msg"))
+    assert down["failed"] and "[SoC node-1-dpu reachable: found no route to host, needed answers ping" in down["msg"]
+
+
 def test_render_dir_unchanged_in_process_and_changes_through_the_module(tmp_path):
     target = tmp_path / "out"
     files = [{"name": "a.yaml", "content": "a\n"}, {"name": "b.yaml", "content": "b\n"}]
