@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.playbook import RUNS, parse_recap, plot, slowest_tasks
+from benchmarks.playbook import RUNS, median_run, parse_recap, plot, slowest_tasks
 
 OUTPUT = """
 TASK [proxy : start] ************************************************************
@@ -50,3 +50,9 @@ def test_plot_shows_every_run_with_its_changed_count(tmp_path):
     assert [key for key, _ in RUNS] == ["first", "second", "after_lab_down"]
     for changed in (3, 2, 1):
         assert f"changed={changed}" in svg
+
+
+def test_the_median_run_is_an_actual_run_the_lower_middle_of_an_even_count():
+    runs = [{"seconds": s, "changed": 0} for s in (5.0, 4.1, 4.6)]
+    assert median_run(runs) is runs[2]
+    assert median_run(runs[:2])["seconds"] == 4.1
