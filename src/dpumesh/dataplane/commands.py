@@ -10,7 +10,11 @@ from dpumesh.errors import DpumeshError
 
 
 def in_netns(args: list[str], netns: str | None) -> list[str]:
-    return ["ip", "netns", "exec", netns, *args] if netns else list(args)
+    if not netns:
+        return list(args)
+    if args[0] == "ip":  # ip enters the namespace itself: one process instead of two
+        return ["ip", "-n", netns, *args[1:]]
+    return ["ip", "netns", "exec", netns, *args]
 
 
 def run(args: list[str], netns: str | None = None, *, check: bool = True, stdin: str | None = None) -> str:

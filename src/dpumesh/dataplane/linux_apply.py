@@ -31,7 +31,8 @@ def apply_linux(dp: LinuxDataplane, netns: str | None = None, prune: bool = True
     With prune=False the routes and neighbours of pods `dp` no longer has stay, so pods on their way
     out keep answering until the proxies stop sending them requests; a later apply removes them.
     """
-    missing = [r for r in dp.representors if not _link_exists(r, netns)]
+    links = {link["ifname"] for link in ip_json(["link", "show"], netns)}
+    missing = [r for r in dp.representors if r not in links]
     if missing:
         raise DpumeshError(f"node {dp.node}: VF representors {', '.join(missing)} do not exist")
     changes: list[str] = []
@@ -61,8 +62,10 @@ def _link_exists(name: str, netns: str | None) -> bool:
 
 def _apply_sysctls(dp: LinuxDataplane, netns: str | None) -> list[str]:
     changed = []
+    keys = list(dp.sysctls)
+    found = dict(zip(keys, run(["sysctl", "-n", *keys], netns).splitlines(), strict=False)) if keys else {}
     for key, value in dp.sysctls.items():
-        if run(["sysctl", "-n", key], netns).strip() != value:
+        if found.get(key, "").strip() != value:
             run(["sysctl", "-q", "-w", f"{key}={value}"], netns)
             changed.append(f"sysctl {key}={value}")
     return changed

@@ -103,8 +103,9 @@ def _validate_bundles(
 def lab_apply(
     state_dir: str | Path, mesh: MeshSettings, validate: bool = True, envoy: str | None = None
 ) -> ApplyResult:
-    preflight(mesh.network_mode)
     old = read_lab_state()
+    # A lab already running in this network mode shows the kernel has what the probe looks for.
+    preflight(mesh.network_mode, probe_kernel=old.get("network_mode") != mesh.network_mode or not old.get("nodes"))
     envoy = envoy or old.get("envoy") or envoy_path()
     plan, bundles, state = compile_lab(state_dir, mesh)
     if validate:
@@ -296,7 +297,7 @@ def _wait_for_workloads(pods: list[PodPlan], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     for pod in pods:
         want = set(pod.http_ports) | set(pod.tcp_ports)
-        while not want <= set(listening_ports(pod.netns)):
+        while not want <= set(listening_ports(pod.netns, processes=False)):
             if time.monotonic() > deadline:
                 raise DpumeshError(f"workload of {pod.key} is not listening on {sorted(want)} after {timeout:.0f} s")
             time.sleep(0.1)
