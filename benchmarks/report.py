@@ -116,13 +116,16 @@ def playbook(result: dict[str, Any]) -> str:
     lines = [
         "| run | wall time | CPU time | changed (all hosts) |",
         "| --- | ---: | ---: | ---: |",
-        f"| first (after `dpumesh lab down`) | {first['seconds']:.1f} s | {cpu(first)} | {first['changed']} |",
+        f"| first (fresh lab) | {first['seconds']:.1f} s | {cpu(first)} | {first['changed']} |",
         f"| second (idempotent) | {second['seconds']:.1f} s | {cpu(second)} | {second['changed']} |",
         "",
         f"Second run: {result['ratio']:.0%} of the first in wall time"
         + (f", {result['cpu_ratio']:.0%} in CPU time" if "cpu_ratio" in result else "")
         + " (target ≤ 40 %).",
     ]
+    if result.get("round_ratios"):
+        each = ", ".join(f"{r:.0%}" for r in result["round_ratios"])
+        lines[-1] += f" Median of {len(result['round_ratios'])} rounds; each round: {each}."
     slow = second.get("slowest_tasks") or []
     if slow:
         lines += ["", "Slowest tasks of the second run:", "", "| task | s |", "| --- | ---: |"]
