@@ -30,8 +30,9 @@ from dpumesh.dataplane.linux_apply import apply_linux
 from dpumesh.dataplane.model import SteeringModel, parse_steering
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import hardware, paths, proxy, supervisor
+from dpumesh.lab.netns import listening_tcp_ports
 from dpumesh.lab.plan import LabPlan, PodPlan, build_plan
-from dpumesh.lab.preflight import check_ports_free, check_root, envoy_path, listening_ports, preflight
+from dpumesh.lab.preflight import check_ports_free, check_root, envoy_path, preflight
 from dpumesh.rejection import rejected_fields
 from dpumesh.state import load_state
 
@@ -297,7 +298,7 @@ def _wait_for_workloads(pods: list[PodPlan], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     for pod in pods:
         want = set(pod.http_ports) | set(pod.tcp_ports)
-        while not want <= set(listening_ports(pod.netns, processes=False)):
+        while not want <= listening_tcp_ports(pod.netns):
             if time.monotonic() > deadline:
                 raise DpumeshError(f"workload of {pod.key} is not listening on {sorted(want)} after {timeout:.0f} s")
             time.sleep(0.1)

@@ -65,11 +65,10 @@ def check_kernel(network_mode: str) -> None:
         run(["ip", "netns", "del", PROBE_NETNS], check=False)
 
 
-def listening_ports(netns: str, processes: bool = True) -> dict[int, str]:
-    """TCP port -> process description of every listening socket in `netns` ("unknown process" without
-    `processes`: finding the processes reads every process's file descriptors)."""
+def listening_ports(netns: str) -> dict[int, str]:
+    """TCP port -> process description of every listening socket in `netns`."""
     ports: dict[int, str] = {}
-    for line in run(["ss", "-Hltnp" if processes else "-Hltn"], netns).splitlines():
+    for line in run(["ss", "-Hltnp"], netns).splitlines():
         fields = line.split()
         if len(fields) >= 4:
             port = fields[3].rsplit(":", 1)[-1]

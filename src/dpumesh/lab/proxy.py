@@ -23,9 +23,9 @@ from dpumesh.bridges import bridges, read_tree
 from dpumesh.certs import LabCA, ensure_workload_certs
 from dpumesh.compiler import NodeBundle
 from dpumesh.configfile import load_config
-from dpumesh.dataplane.commands import run
 from dpumesh.errors import DpumeshError
 from dpumesh.lab import paths, supervisor
+from dpumesh.lab.netns import http_get
 from dpumesh.lab.plan import PodPlan
 
 HEALTH_TIMEOUT = 30.0
@@ -201,7 +201,7 @@ def version_listeners(node: str, version: str) -> list[dict]:
 
 
 def admin_get(node: str, admin_port: int, path: str) -> str:
-    return run(["curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{admin_port}{path}"], paths.dpu_netns(node))
+    return http_get(paths.dpu_netns(node), admin_port, path)
 
 
 def served_versions(node: str, admin_port: int) -> dict[str, str]:
