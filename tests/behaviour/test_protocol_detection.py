@@ -81,3 +81,14 @@ def test_the_server_side_detects_http_and_applies_http_authorization_rules(outbo
     vip = outbound_lab.service(GUARDED).cluster_ip
     answer = outbound_lab.tcp(CLIENT, vip, 8000, send="HELO not http\r\n\r\n")
     assert answer["received"] == "", answer
+
+
+def test_a_sidecar_ingress_listener_forwards_to_its_default_endpoint(outbound_lab):
+    """shop/front's Service targets 9080, its Sidecar ingress listener, whose defaultEndpoint is the application's
+    port 8080: the request crosses both sides of the proxy (mTLS between them) and reaches 8080. Without the
+    listener the server side forwards to 9080, where nothing listens."""
+    path = f"/front-{secrets.token_hex(4)}"
+    reply = outbound_lab.call(CLIENT, "shop/front", path=path)[0]
+    assert reply.status == 200, reply
+    assert reply.json()["pod"] == "front-0"
+    assert len(outbound_lab.requests_seen("shop/front-0", path)) == 1

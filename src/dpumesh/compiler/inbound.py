@@ -8,6 +8,10 @@ port's mTLS mode; in PERMISSIVE, TLS that does not offer an `istio` ALPN goes to
 the application untouched, as with a sidecar). A plaintext connection to a STRICT
 port finds no chain and is closed.
 
+A Sidecar with `ingress` listeners that applies to the pod replaces the Service ports, as in Istio: its
+ports (with their protocols) are the pod's inbound ports, and `defaultEndpoint` chooses the pod port the
+connection goes to (`0.0.0.0:P`, or `127.0.0.1:P`, which is the pod IP here: the proxy is outside the pod).
+
 On a port a Service declares without a protocol, the protocol is detected per connection, as a sidecar
 detects it: mTLS whose ALPN says HTTP (`istio-http/1.1`, what client proxies offer for HTTP to such a port)
 and plaintext the HTTP inspector recognises go to an HTTP chain (HTTP authorization rules, JWT), anything
@@ -21,13 +25,14 @@ from typing import Any
 
 from dpumesh.compiler.authz import AuthorizationPolicies
 from dpumesh.compiler.clusters import MAX, upstream_mark
-from dpumesh.compiler.context import DIFFERENT, CompileContext, typed
+from dpumesh.compiler.context import DIFFERENT, KEPT, UNSUPPORTED, CompileContext, typed
 from dpumesh.compiler.jwt import RequestAuthentications
 from dpumesh.compiler.outbound import inspector_for_ports, plaintext_http
 from dpumesh.compiler.peerauth import DISABLE, STRICT, PeerAuthentications
-from dpumesh.compiler.registry import is_http
+from dpumesh.compiler.registry import is_http, port_protocol
 from dpumesh.compiler.tls import server_transport_socket
-from dpumesh.state.model import Pod
+from dpumesh.compiler.views import sidecar_for
+from dpumesh.state.model import IstioObject, Pod
 
 LISTENER_NAME = "inbound"
 PASSTHROUGH = "InboundPassthroughCluster"
@@ -82,11 +87,45 @@ HTTP_SIGNAL = {"safe_regex": {"google_re2": {}, "regex": ".*'istio-(http/1\\.[01
 ISTIO_SIGNAL = {"contains": "'istio"}
 
 
-def inbound_cluster_name(port: int, protocol: str = "TCP") -> str:
+TARGET_MARK = "~to"  # a cluster whose connections go to another pod port: inbound|<port>||~to<target>
+
+
+def inbound_cluster_name(port: int, protocol: str = "TCP", target: int | None = None) -> str:
     """`inbound|<port>||` as Istio names it; HTTP2/gRPC ports get their own cluster, which speaks HTTP/2, and
-    detected HTTP one that speaks what the client spoke."""
+    detected HTTP one that speaks what the client spoke; a Sidecar ingress port that forwards to another pod
+    port one per target port."""
     suffix = {"HTTP2": H2_SUFFIX, "GRPC": H2_SUFFIX, DETECTED: DETECTED_SUFFIX}.get(protocol, "")
+    if target is not None and target != port:
+        suffix += f"{TARGET_MARK}{target}"
     return f"inbound|{port}||{suffix}"
+
+
+@dataclass(frozen=True)
+class IngressPort:
+    """One port of a Sidecar's ingress listeners."""
+
+    protocol: str
+    detected: bool  # no protocol: detected per connection
+    target: int  # the pod port connections go to
+    endpoint: str  # defaultEndpoint as written ("" when unset)
+
+
+def sidecar_ingress(ctx: CompileContext, pod: Pod) -> tuple[IstioObject, dict[int, IngressPort]] | None:
+    """(the Sidecar, its ingress ports) when the Sidecar that applies to the pod has ingress listeners."""
+    sidecar = sidecar_for(ctx, pod)
+    listeners = sidecar.spec.get("ingress") if sidecar is not None else None
+    if not listeners:
+        return None
+    ports: dict[int, IngressPort] = {}
+    for item in listeners:
+        number = int(item["port"]["number"])
+        protocol, explicit = port_protocol("", str(item["port"].get("protocol") or ""))
+        endpoint = str(item.get("defaultEndpoint") or "")
+        target = number
+        if endpoint and not endpoint.startswith("unix://"):
+            target = int(endpoint.rsplit(":", 1)[1])
+        ports.setdefault(number, IngressPort(protocol, not explicit, target, endpoint))
+    return sidecar, ports
 
 
 @dataclass(frozen=True)
@@ -150,10 +189,11 @@ class InboundBuilder:
         self.cluster_names: set[str] = set()
         self._rejecting = False  # the reject chain is added once
         self.sniffed_ports: set[int] = set()  # ports where plaintext HTTP is detected: HTTP inspector
+        self._targets: dict[int, int] = {}  # the pod being built: port -> the pod port it forwards to
 
     # -- filters ----------------------------------------------------------------------------
     def http_filters(self, pod: Pod, port: int, protocol: str) -> list[dict[str, Any]]:
-        cluster = inbound_cluster_name(port, protocol)
+        cluster = inbound_cluster_name(port, protocol, self._targets.get(port))
         self.cluster_names.add(cluster)
         action: dict[str, Any] = {
             "cluster": cluster,
@@ -195,7 +235,7 @@ class InboundBuilder:
         return [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
 
     def tcp_filters(self, pod: Pod, port: int | None, protocol: str = "TCP") -> list[dict[str, Any]]:
-        cluster = PASSTHROUGH if port is None else inbound_cluster_name(port, protocol)
+        cluster = PASSTHROUGH if port is None else inbound_cluster_name(port, protocol, self._targets.get(port))
         self.cluster_names.add(cluster)
         proxy = typed(
             "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
@@ -286,10 +326,18 @@ class InboundBuilder:
         self.peer.note(pod, resolved)
         self.authz.note(pod)
         self.jwt.note(pod)
-        ports = declared_ports(self.ctx, pod)
+        ingress = sidecar_ingress(self.ctx, pod)
+        if ingress is None:
+            ports = declared_ports(self.ctx, pod)
+            detected = set(detected_ports(self.ctx, pod))
+            self._targets = {}
+        else:
+            ports = {number: p.protocol for number, p in ingress[1].items()}
+            detected = {number for number, p in ingress[1].items() if p.detected}
+            self._targets = {number: p.target for number, p in ingress[1].items()}
+            self._note_ingress(pod, *ingress)
         for port in resolved.port_modes:
             ports.setdefault(port, "TCP")  # portLevelMtls applies to undeclared ports too, as plain TCP
-        detected = set(detected_ports(self.ctx, pod))
         by_port = {}
         for port, protocol in ports.items():
             mode = resolved.for_port(port)
@@ -316,6 +364,26 @@ class InboundBuilder:
             },
             "on_no_match": {"matcher": passthrough},
         }
+
+    def _note_ingress(self, pod: Pod, sidecar: IstioObject, ports: dict[int, IngressPort]) -> None:
+        """The parity report's entries for the Sidecar ingress listeners of one pod."""
+        feature = f"Sidecar/{sidecar.meta.key} ingress"
+        self.ctx.note([pod], feature, KEPT, "its ports replace the Service ports of the pod, as in Istio")
+        for number, port in sorted(ports.items()):
+            where, endpoint = f"{feature} port {number}", port.endpoint
+            if endpoint.startswith("unix://"):
+                detail = "a socket inside the pod is out of the proxy's reach; sent to the pod IP, same port"
+                self.ctx.note([pod], where, UNSUPPORTED, f"defaultEndpoint {endpoint}: {detail}")
+            elif endpoint.startswith(("127.0.0.1:", "[::1]:")):
+                detail = f"sent to the pod IP, port {port.target}: the application must accept there too"
+                self.ctx.note([pod], where, DIFFERENT, f"defaultEndpoint {endpoint}: {detail}")
+        for i, item in enumerate(sidecar.spec.get("ingress") or []):
+            for field in ("bind", "tls", "connectionPool"):
+                if item.get(field):
+                    self.ctx.note([pod], f"{feature}[{i}].{field}", UNSUPPORTED, "not translated by dpumesh")
+            if item.get("captureMode") == "NONE":
+                detail = "NONE (a listener the application connects to) has no meaning off the pod"
+                self.ctx.note([pod], f"{feature}[{i}].captureMode", UNSUPPORTED, detail)
 
     # -- assembly ---------------------------------------------------------------------------
     def listener(self) -> dict[str, Any]:
@@ -357,7 +425,8 @@ class InboundBuilder:
         HTTP reaches the application in its port's protocol, as from a sidecar, whatever the client proxy spoke:
         HTTP/2 for HTTP2/gRPC ports, HTTP/1.1 otherwise (TCP ports use the cluster through tcp_proxy only).
         """
-        http2, detected = name.endswith(H2_SUFFIX), name.endswith(DETECTED_SUFFIX)
+        base, _, target = name.partition(TARGET_MARK)
+        http2, detected = base.endswith(H2_SUFFIX), base.endswith(DETECTED_SUFFIX)
         protocol = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
         if detected:  # what the client spoke: HTTP/1.1, or HTTP/2 (h2c)
             version = {"use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}
@@ -378,8 +447,10 @@ class InboundBuilder:
             },
             "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
         }
-        if http2 or detected:
-            cluster["alt_stat_name"] = name.removesuffix(H2_SUFFIX).removesuffix(DETECTED_SUFFIX)
+        if target:  # the original destination's address, the Sidecar ingress listener's port
+            cluster["original_dst_lb_config"] = {"upstream_port_override": int(target)}
+        if "~" in name:
+            cluster["alt_stat_name"] = name.split("~", 1)[0]
         return cluster
 
 

@@ -45,10 +45,6 @@ def collect_pod_notes(ctx: CompileContext) -> None:
         for pod in pods:
             if _applies_to(meta, None, pod, ctx.mesh.root_namespace):
                 ctx.note([pod], f"{meta.kind}/{meta.key}", UNSUPPORTED, f"{meta.kind} is not translated by dpumesh")
-    for sc in ctx.state.of_kind("Sidecar"):
-        if sc.spec.get("ingress"):
-            affected = [p for p in pods if _applies_to(sc.meta, sc.spec.get("workloadSelector"), p, "")]
-            ctx.note(affected, f"Sidecar/{sc.meta.key} ingress", UNSUPPORTED, "custom ingress listeners are ignored")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ compiled, and before anything is written.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dpumesh.compiler.context import CompileContext
@@ -166,6 +167,40 @@ def validate_sidecar(ctx: CompileContext, sc: IstioObject) -> None:
     mode = (sc.spec.get("outboundTrafficPolicy") or {}).get("mode")
     if mode is not None and mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):
         ctx.diag.error(*where, "spec.outboundTrafficPolicy.mode", f"{mode!r} is not ALLOW_ANY or REGISTRY_ONLY")
+    _validate_sidecar_ingress(ctx, where, sc.spec.get("ingress"))
+
+
+# What `defaultEndpoint` may be besides unix://<path>: loopback or the instance IP, and a port.
+_DEFAULT_ENDPOINT = re.compile(r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|\[::\]):([0-9]{1,5})$")
+
+
+def _validate_sidecar_ingress(ctx: CompileContext, where: tuple[str, str, str], ingress: Any) -> None:
+    if ingress is None:
+        return
+    if not isinstance(ingress, list) or not all(isinstance(item, dict) for item in ingress):
+        ctx.diag.error(*where, "spec.ingress", "must be a list of ingress listeners")
+        return
+    numbers: dict[int, int] = {}
+    for i, item in enumerate(ingress):
+        port = item.get("port")
+        number = port.get("number") if isinstance(port, dict) else None
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+            ctx.diag.error(*where, f"spec.ingress[{i}].port.number", f"{number!r} is not a port number (1-65535)")
+            continue
+        if number in numbers:
+            earlier = f"ingress[{numbers[number]}]"
+            ctx.diag.error(*where, f"spec.ingress[{i}].port.number", f"port {number} is {earlier}'s too")
+        numbers.setdefault(number, i)
+        protocol = port.get("protocol")
+        if protocol and not port_protocol("", str(protocol))[1]:
+            ctx.diag.error(*where, f"spec.ingress[{i}].port.protocol", f"{protocol!r} is not a protocol Istio knows")
+        endpoint = item.get("defaultEndpoint")
+        if endpoint is None or (isinstance(endpoint, str) and endpoint.startswith("unix://")):
+            continue
+        found = _DEFAULT_ENDPOINT.match(endpoint) if isinstance(endpoint, str) else None
+        if found is None or not 1 <= int(found[2]) <= 65535:
+            ctx.diag.error(*where, f"spec.ingress[{i}].defaultEndpoint", f"{endpoint!r} is not 127.0.0.1:PORT, "
+                           "0.0.0.0:PORT, [::1]:PORT, [::]:PORT or unix:///path")  # fmt: skip
 
 
 def check_port_conflicts(ctx: CompileContext) -> None:
