@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS_DIR / "playbook.json"))
     parser.add_argument("--plot", default=str(PLOTS_DIR / "playbook.svg"))
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if os.geteuid() != 0:
         parser.error("needs root: the lab builds network namespaces")
     return run_main("playbook benchmark", lambda: measure(args, argv))

@@ -1,8 +1,9 @@
 """The preflight of Kubernetes roles in one task: each role's variables against its argument specs, then its settings.
 
 For each role of ``roles`` (next to the role running the task, or on the roles path) the variables are resolved
-as Ansible resolves them inside that role: its ``vars/main.yml`` over the task's variables (inventory, extra
-vars) over its ``defaults/main.yml``, with the roles it depends on below its own. They are checked against the
+from its ``vars/main.yml``, then the task's variables (inventory, extra vars, facts), then its
+``defaults/main.yml``, with the roles it depends on below its own. Unlike Ansible, the role's vars come before
+extra vars: they hold only the roles' internal ``_``-prefixed variables. They are checked against the
 role's ``meta/argument_specs.yml`` (entry point ``main``) as ``ansible.builtin.validate_argument_spec`` checks
 them, with the same messages; only a role whose variables pass has its settings checked
 (``dpumesh.k8s.role_checks``), so a value of the wrong type is reported as such and not as a wrong value. Every

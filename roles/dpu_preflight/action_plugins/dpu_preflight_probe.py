@@ -76,8 +76,8 @@ def _soc_findings(soc: dict[str, Any]) -> list[dict[str, Any]]:
             }
         ]
     if soc.get("in_play"):
-        # A SoC of this play runs its own probe; any_errors_fatal stops the run when that fails.
-        found = "probed in this play"
+        # The SoC runs its own probe in the same task, which stops every host when the SoC fails or is unreachable.
+        found = "checked by its own probe"
         return [{"check": check, "status": "ok", "found": found, "needed": "answers over its connection", "fix": ""}]
     return []
 

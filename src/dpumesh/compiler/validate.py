@@ -170,8 +170,8 @@ def validate_sidecar(ctx: CompileContext, sc: IstioObject) -> None:
     _validate_sidecar_ingress(ctx, where, sc.spec.get("ingress"))
 
 
-# What `defaultEndpoint` may be besides unix://<path>: loopback or the instance IP, and a port.
-_DEFAULT_ENDPOINT = re.compile(r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|\[::\]):([0-9]{1,5})$")
+# What `defaultEndpoint` may be besides unix://<path>: loopback or the instance IP (also an empty host), and a port.
+_DEFAULT_ENDPOINT = re.compile(r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|\[::\]|):([0-9]{1,5})$")
 
 
 def _validate_sidecar_ingress(ctx: CompileContext, where: tuple[str, str, str], ingress: Any) -> None:
@@ -195,12 +195,12 @@ def _validate_sidecar_ingress(ctx: CompileContext, where: tuple[str, str, str], 
         if protocol and not port_protocol("", str(protocol))[1]:
             ctx.diag.error(*where, f"spec.ingress[{i}].port.protocol", f"{protocol!r} is not a protocol Istio knows")
         endpoint = item.get("defaultEndpoint")
-        if endpoint is None or (isinstance(endpoint, str) and endpoint.startswith("unix://")):
-            continue
+        if endpoint in (None, "") or (isinstance(endpoint, str) and endpoint.startswith("unix://")):
+            continue  # unset (empty is unset too): the connection goes where it was sent
         found = _DEFAULT_ENDPOINT.match(endpoint) if isinstance(endpoint, str) else None
         if found is None or not 1 <= int(found[2]) <= 65535:
             ctx.diag.error(*where, f"spec.ingress[{i}].defaultEndpoint", f"{endpoint!r} is not 127.0.0.1:PORT, "
-                           "0.0.0.0:PORT, [::1]:PORT, [::]:PORT or unix:///path")  # fmt: skip
+                           ":PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or unix:///path")  # fmt: skip
 
 
 def check_port_conflicts(ctx: CompileContext) -> None:

@@ -65,8 +65,10 @@ def listening_tcp_ports(netns: str) -> set[int]:
             try:
                 with open(f"/proc/thread-self/net/{table}", encoding="ascii") as listing:
                     lines = listing.read().splitlines()[1:]
-            except FileNotFoundError:  # no IPv6 in this kernel
-                continue
+            except FileNotFoundError:
+                if table == "tcp6":  # no IPv6 in this kernel
+                    continue
+                raise DpumeshError(f"network namespace {netns}: /proc/thread-self/net/tcp is missing") from None
             for line in lines:
                 fields = line.split()
                 if len(fields) > 3 and fields[3] == LISTEN:

@@ -99,3 +99,15 @@ def test_the_parity_report_states_the_loopback_endpoint_and_what_is_not_translat
     assert loopback["status"] == "kept-with-difference" and "port 7001" in loopback["detail"]
     assert entries["Sidecar/shop/legacy-app ingress[2].bind"]["status"] == "unsupported"
     assert not [f for f in features_of(parity, "shop/plain-app") if f["feature"].startswith("Sidecar/")]
+
+
+def test_an_empty_host_is_the_instance_ip_and_an_empty_endpoint_is_unset_as_istio_accepts_them(compile_docs):
+    text = STATE.replace("defaultEndpoint: 0.0.0.0:8080", 'defaultEndpoint: ":8080"').replace(
+        "defaultEndpoint: 127.0.0.1:7001", 'defaultEndpoint: ""'
+    )
+    c = compile_docs(text)
+    assert c.cluster(upstream(c, f"inbound|{LEGACY}|9080|plaintext"))["original_dst_lb_config"] == {
+        "upstream_port_override": 8080
+    }
+    unset = c.cluster(upstream(c, f"inbound|{LEGACY}|7000|plaintext"))
+    assert unset["name"] == "inbound|7000||" and "original_dst_lb_config" not in unset
