@@ -1,19 +1,18 @@
-"""Validate one component's Kubernetes objects and, in render mode, write them into a directory.
+"""Validate Kubernetes objects, component by component, and in render mode write each into its directory.
+
+Arguments: ``components`` (a list of ``{component, objects}``), ``kubernetes_versions`` and, in render mode,
+``render_dir`` (each component is written into ``<render_dir>/<component>``; without it, apply mode, the
+objects are only validated). Every component that is not verified is validated before any is written, so an
+invalid one leaves the others as they were. The result gives each component's own result under
+``components`` and their diffs together.
 
 Validation (dpumesh.k8s.validate, every object against each Kubernetes version) is the costly part of
 rendering. Each render records a fingerprint of its inputs next to the files (the file contents, the
 versions, and the validator's own code and libraries). When the recorded fingerprint is this run's and the
 directory holds exactly these files, the same objects passed the same validator before: the check is
 dpumesh_k8s_render_dir's verify_only comparison (in this process when the target is the controller), and
-nothing is validated or written. A changed input, a
-changed validator, a missing, edited or extra file, or check mode takes the full path (validate, then
-write with diff). Without ``path`` the objects are only validated (apply mode).
-
-One task can check several components: ``components`` (a list of ``{component, objects}``) with
-``render_dir`` (render mode: each component is written into ``<render_dir>/<component>``; without it, apply
-mode, they are only validated). Every component that is not verified is validated before any is written, so
-an invalid one leaves the others as they were. The result gives each component's own result under
-``components`` and their diffs together.
+nothing is validated or written. A changed input, a changed validator, a missing, edited or extra file, or
+check mode takes the full path (validate, then write with diff).
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def fingerprint(files: list[dict[str, str]], versions: list[str]) -> str:
 
 
 class ActionModule(ActionBase):
-    _VALID_ARGS = frozenset(("component", "objects", "kubernetes_versions", "path", "components", "render_dir"))
+    _VALID_ARGS = frozenset(("components", "kubernetes_versions", "render_dir"))
 
     def run(self, tmp=None, task_vars=None):
         from dpumesh.k8s.manifests import plain
@@ -59,29 +58,20 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = plain(dict(self._task.args))  # plain types: the YAML dumper refuses Ansible's tagged strings
         versions = [str(v) for v in args.get("kubernetes_versions") or []]
-        if "components" in args:
-            components = args["components"]
-            render_dir = args.get("render_dir")
-            if not isinstance(components, list) or not all(isinstance(c, dict) for c in components) or not versions:
-                raise AnsibleActionFail(
-                    "dpumesh_k8s_manifests: 'components' (a list of {component, objects}) and 'kubernetes_versions'"
-                    " are required"
-                )
-            components = [
-                {**c, "path": f"{render_dir}/{c.get('component')}" if render_dir else None} for c in components
-            ]
-        else:
-            components = [
-                {"component": args.get("component"), "objects": args.get("objects"), "path": args.get("path")}
-            ]
-        for entry in components:
-            if not entry.get("component") or not isinstance(entry.get("objects"), list) or not versions:
-                raise AnsibleActionFail(
-                    "dpumesh_k8s_manifests: 'component', 'objects' (a list) and 'kubernetes_versions' are required"
-                )
+        components, render_dir = args.get("components"), args.get("render_dir")
+        if (
+            not isinstance(components, list)
+            or not versions
+            or not all(
+                isinstance(c, dict) and c.get("component") and isinstance(c.get("objects"), list) for c in components
+            )
+        ):
+            raise AnsibleActionFail(
+                "dpumesh_k8s_manifests: 'components' (a list of {component, objects (a list)}) and "
+                "'kubernetes_versions' are required"
+            )
+        components = [{**c, "path": f"{render_dir}/{c['component']}" if render_dir else None} for c in components]
         done = self._components(components, versions, task_vars)
-        if "components" not in args:
-            return {**result, **done[0]}
         failed = [d for d in done if d.get("failed")]
         return {
             **result,

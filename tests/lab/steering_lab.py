@@ -18,8 +18,9 @@ from dpumesh.dataplane.linux import render_linux
 from dpumesh.dataplane.linux_apply import apply_linux
 from dpumesh.dataplane.model import parse_steering
 from dpumesh.lab import hardware, paths, supervisor
+from dpumesh.lab.netns import listening_tcp_ports
 from dpumesh.lab.plan import NodePlan, PodPlan
-from dpumesh.lab.preflight import envoy_path, listening_ports
+from dpumesh.lab.preflight import envoy_path
 from dpumesh.lab.proxy import proxy_ready
 
 PROXY = {"outbound_port": 15001, "inbound_port": 15006, "capture_mark": 1, "bypass_mark": 2,
@@ -132,7 +133,7 @@ def build(mode: str) -> dict[str, NodePlan]:
         _wait_until(lambda n=node: proxy_ready(n, 15000), f"dpu-proxy of {node} ready")
     for ns, name, _node, _octet, _meshed in PODS:
         pod_ns = paths.pod_netns(ns, name)
-        _wait_until(lambda p=pod_ns: SERVER_PORT in listening_ports(p), f"echo of {name} listening")
+        _wait_until(lambda p=pod_ns: SERVER_PORT in listening_tcp_ports(p), f"echo of {name} listening")
     return plans
 
 

@@ -10,7 +10,7 @@ import pytest
 import steering_lab as lab
 
 from dpumesh.lab import paths
-from dpumesh.lab.preflight import listening_ports
+from dpumesh.lab.netns import listening_tcp_ports
 
 
 def _get(src: str, dst: str) -> dict:
@@ -128,7 +128,7 @@ def test_supervisor_restarts_a_crashed_workload(network_mode: str) -> None:
     restarted = supervisor.wait_for_programs({"echo-remote-server"}, timeout=10)["echo-remote-server"]
     assert restarted["restarts"] == status["restarts"] + 1 and restarted["pid"] != status["pid"]
     remote_ns = paths.pod_netns("t", "remote-server")
-    while lab.SERVER_PORT not in listening_ports(remote_ns):
+    while lab.SERVER_PORT not in listening_tcp_ports(remote_ns):
         assert time.monotonic() < deadline, "the restarted workload does not listen"
         time.sleep(0.1)
     assert _get("client", "remote-server")["pod"] == "remote-server"

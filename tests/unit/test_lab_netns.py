@@ -73,3 +73,18 @@ def test_http_get_reaches_the_namespaces_loopback_and_refuses_an_error_status(ne
 def test_a_missing_namespace_is_named(netns):
     with pytest.raises(DpumeshError, match="network namespace nstest-none"):
         listening_tcp_ports("nstest-none")
+
+
+def test_a_port_in_use_is_refused_naming_its_process_and_a_free_one_passes(netns):
+    from dpumesh.lab.preflight import check_ports_free
+
+    server = _serve(netns, 18082)
+    try:
+        check_ports_free(netns, [18083], "the test")
+        with pytest.raises(
+            DpumeshError, match=r"ports needed by the test are in use in network namespace .*18082 \(.*python"
+        ):
+            check_ports_free(netns, [18082, 18083], "the test")
+    finally:
+        server.terminate()
+        server.wait()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dpumesh.dataplane.commands import run
 from dpumesh.errors import DpumeshError
+from dpumesh.lab.netns import listening_tcp_ports
 
 PROBE_NETNS = "dpumesh-preflight"
 _PROBE_RULESET = """table inet dpumesh_probe {
@@ -65,8 +66,9 @@ def check_kernel(network_mode: str) -> None:
         run(["ip", "netns", "del", PROBE_NETNS], check=False)
 
 
-def listening_ports(netns: str) -> dict[int, str]:
-    """TCP port -> process description of every listening socket in `netns`."""
+def port_owners(netns: str) -> dict[int, str]:
+    """TCP port -> process description of every listening socket in `netns` (for messages: `ss -p` reads every
+    process's file descriptors; dpumesh.lab.netns.listening_tcp_ports only tells which ports listen)."""
     ports: dict[int, str] = {}
     for line in run(["ss", "-Hltnp"], netns).splitlines():
         fields = line.split()
@@ -78,10 +80,11 @@ def listening_ports(netns: str) -> dict[int, str]:
 
 
 def check_ports_free(netns: str, ports: list[int], owner: str) -> None:
-    busy = {p: who for p, who in listening_ports(netns).items() if p in ports}
-    if busy:
-        listing = ", ".join(f"{p} ({who})" for p, who in sorted(busy.items()))
-        raise DpumeshError(f"ports needed by {owner} are in use in network namespace {netns}: {listing}")
+    if not listening_tcp_ports(netns) & set(ports):
+        return
+    busy = {p: who for p, who in port_owners(netns).items() if p in ports}
+    listing = ", ".join(f"{p} ({who})" for p, who in sorted(busy.items()))
+    raise DpumeshError(f"ports needed by {owner} are in use in network namespace {netns}: {listing}")
 
 
 def preflight(network_mode: str, probe_kernel: bool = True) -> None:

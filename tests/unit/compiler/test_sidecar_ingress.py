@@ -5,36 +5,31 @@ from __future__ import annotations
 import json
 
 from support.compiled import network_filter
+from support.state import pod
 
 from dpumesh.bundle import validate_with_envoy, write_tree
 from dpumesh.compiler.parity import features_of
 
-STATE = """
-apiVersion: v1
-kind: Pod
-metadata: {name: legacy-app, namespace: shop, labels: {app: legacy-app}}
-spec: {nodeName: node-1, serviceAccountName: legacy, containers: [{name: c}]}
-status: {podIP: 10.244.1.40}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: plain-app, namespace: shop, labels: {app: plain-app}}
-spec: {nodeName: node-1, serviceAccountName: plain, containers: [{name: c}]}
-status: {podIP: 10.244.1.41}
+
+def _service(app: str) -> str:
+    """A Service for pods labelled app=<app>: HTTP port 80 to the pods' 8080."""
+    return f"""
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: legacy-app, namespace: shop}
+metadata: {{name: {app}, namespace: shop}}
 spec:
-  selector: {app: legacy-app}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: plain-app, namespace: shop}
-spec:
-  selector: {app: plain-app}
-  ports: [{name: http, port: 80, targetPort: 8080}]
+  selector: {{app: {app}}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+"""
+
+
+STATE = (
+    pod("legacy-app", "10.244.1.40", "app: legacy-app", namespace="shop", sa="legacy")
+    + pod("plain-app", "10.244.1.41", "app: plain-app", namespace="shop", sa="plain")
+    + _service("legacy-app")
+    + _service("plain-app")
+    + """
 ---
 apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -48,6 +43,7 @@ spec:
     defaultEndpoint: 127.0.0.1:7001
   - port: {number: 7100, name: any}
 """
+)
 LEGACY, PLAIN = "10.244.1.40", "10.244.1.41"
 
 

@@ -85,7 +85,7 @@ def test_unchanged_components_are_verified_and_changes_take_the_full_path(tmp_pa
 
 
 def run_action(args: dict, check: bool = False) -> dict:
-    """dpumesh_k8s_manifests on localhost, alone (ad hoc), as apply mode calls it when given no path."""
+    """dpumesh_k8s_manifests on localhost, alone (ad hoc), as apply mode calls it when given no render_dir."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
     cmd = [str(BIN / "ansible"), "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
@@ -95,12 +95,13 @@ def run_action(args: dict, check: bool = False) -> dict:
     return json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
-def test_without_a_path_the_objects_are_only_validated():
+def test_without_a_render_dir_the_objects_are_only_validated():
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}
-    args = {"component": "demo", "kubernetes_versions": ["1.33"]}
-    good = run_action({**args, "objects": [namespace]})
-    assert good["validated"] and not good["changed"] and not good.get("failed")
-    bad = run_action({**args, "objects": [{**namespace, "metadata": {"name": "Not_A_Name"}}]})
+    args = {"kubernetes_versions": ["1.33"]}
+    good = run_action({**args, "components": [{"component": "demo", "objects": [namespace]}]})
+    assert good["components"][0]["validated"] and not good["changed"] and not good.get("failed")
+    bad_objects = [{**namespace, "metadata": {"name": "Not_A_Name"}}]
+    bad = run_action({**args, "components": [{"component": "demo", "objects": bad_objects}]})
     assert bad["failed"] and bad["msg"].startswith("demo: rendered manifests are invalid:")
     assert "Not_A_Name" in bad["msg"]
 
