@@ -30,15 +30,20 @@ def _routes(vhost: dict[str, Any]) -> list[str]:
     return lines
 
 
-def describe_listener(listener: dict[str, Any]) -> list[str]:
+def describe_vhost(vhost: dict[str, Any]) -> list[str]:
+    return [f"    vhost {vhost['name']}", *_routes(vhost)]
+
+
+def describe_listener(listener: dict[str, Any], encoded: dict[int, tuple[str, ...]] | None = None) -> list[str]:
+    """`encoded`: the lines of virtual hosts that are in the listener already encoded, by their id."""
     out = [f"listener {listener['name']}"]
     for chain in listener.get("filter_chains", []):
         out.append(f"  chain {chain['name']}")
         for f in chain.get("filters", []):
             cfg = f.get("typed_config", {})
             for vh in (cfg.get("route_config") or {}).get("virtual_hosts", []):
-                out.append(f"    vhost {vh['name']}")
-                out.extend(_routes(vh))
+                lines = encoded.get(id(vh)) if encoded else None
+                out.extend(describe_vhost(vh) if lines is None else lines)
             if "cluster" in cfg:
                 out.append(f"    tcp -> {cfg['cluster']}")
     return out

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from dpumesh.compiler import parity
+from dpumesh.compiler import parity, vhost_helper
 from dpumesh.compiler.bootstrap import CLUSTER, LISTENER, bootstrap, discovery_response_pieces, encode_resource
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext, ParityEntry
@@ -25,6 +25,7 @@ from dpumesh.compiler.validate import (
     validate_sidecar,
     validate_virtual_service,
 )
+from dpumesh.compiler.vhost_helper import VhostHelper, wanted
 from dpumesh.compiler.views import SourceClass, build_classes, cluster_classes
 from dpumesh.configfile import compact_json, dump_report, dump_resources, report_item
 from dpumesh.describe import describe, describe_cluster, describe_listener
@@ -108,9 +109,13 @@ def _with_version(pieces: list[bytes], version: str) -> bytes:
     return b"".join([pieces[0].replace(slot, f'"version_info":"{version}"'.encode(), 1), *pieces[1:]])
 
 
-def compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> NodeBundle:
+def compile_node(
+    state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "", parallel: bool | None = None
+) -> NodeBundle:
+    """`parallel`: whether a forked helper builds part of the outbound virtual hosts (None: when it pays off,
+    see `vhost_helper`). The bundle is the same either way."""
     with collector_paused():  # the collector would rescan the state and what earlier nodes cached
-        return _compile_node(state, mesh, node, only_pod)
+        return _compile_node(state, mesh, node, only_pod, parallel)
 
 
 @dataclass(frozen=True)
@@ -131,22 +136,45 @@ class OutboundPart:
 CLUSTER_CHAINS_COVERAGE = 0.8
 
 
-def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[SourceClass]) -> OutboundPart:
-    """The chains of the node's classes; of all the cluster's classes when the node has most of them.
+def _outbound_classes(ctx: CompileContext, local: list[SourceClass]) -> list[SourceClass]:
+    """The classes the node's outbound chains serve: the node's; all the cluster's when the node has most of them.
 
     Chains name classes, never pods, so a node may carry chains for classes it has no pod of: their
     routes are never selected. Nodes that do (most nodes of a large cluster, where every node runs pods
     of most namespaces) share one build, at the cost of at most a quarter more class names in the
     route conditions. A node with a few of the cluster's classes gets chains for those alone.
     """
-    classes = local
     everyone = cluster_classes(ctx)
     if not ctx.only_pod and len(local) >= CLUSTER_CHAINS_COVERAGE * len(everyone):
-        classes = everyone
-    key = ("outbound-part", tuple(c.name for c in classes))
+        return everyone
+    return local
+
+
+def _outbound_key(classes: list[SourceClass]) -> tuple:
+    return ("outbound-part", tuple(c.name for c in classes))
+
+
+def _start_helper(
+    ctx: CompileContext, catalog: ClusterCatalog, classes: list[SourceClass], parallel: bool | None
+) -> VhostHelper | None:
+    """A helper building the last share of the outbound HTTP virtual hosts, when these chains are not built yet."""
+    if _outbound_key(classes) in ctx.memo or parallel is False:
+        return None
+    count = OutboundBuilder(ctx, catalog).http_hosts(classes)
+    if not wanted(count, parallel):
+        return None
+    start = int(count * vhost_helper.PARENT_SHARE)
+    return VhostHelper(start, lambda: OutboundBuilder(ctx, catalog).for_helper(classes))
+
+
+def _outbound_part(
+    ctx: CompileContext, catalog: ClusterCatalog, classes: list[SourceClass], helper: VhostHelper | None
+) -> OutboundPart:
+    """The chains of `classes` (`_outbound_classes`), built once per set of classes."""
+    key = _outbound_key(classes)
     if key not in ctx.memo:
         builder = OutboundBuilder(ctx, catalog)
-        body = builder.body(classes)
+        body = builder.body(classes, helper)
         parity.collect_class_notes(ctx, classes)
         encoded = compact_json(body)
         ctx.memo[key] = OutboundPart(
@@ -155,7 +183,7 @@ def _outbound_part(ctx: CompileContext, catalog: ClusterCatalog, local: list[Sou
             clusters=[name for name in builder.used_clusters if name in catalog.encoded],
             class_parity=ctx.class_parity,
             views=parity.class_views(ctx.class_parity, [c.name for c in classes]),
-            described=describe_listener({"name": "outbound", **body}),
+            described=describe_listener({"name": "outbound", **body}, builder.described_vhosts),
             sni_ports=builder.sni_ports,
             sniffed_ports=builder.sniffed_ports,
         )
@@ -178,17 +206,37 @@ def _shared_steering_lines(ctx: CompileContext, steering: dict[str, Any]) -> dic
     return {"services": ctx.memo[key], "remote_nodes": remote}
 
 
-def _compile_node(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) -> NodeBundle:
+def _compile_node(
+    state: ClusterState, mesh: MeshSettings, node: str, only_pod: str, parallel: bool | None
+) -> NodeBundle:
     ctx = prepare(state, mesh, node, only_pod)
     ctx.diag.raise_if_errors()
     catalog = ClusterCatalog.shared(ctx)
     classes = build_classes(ctx)
     ctx.class_pods = {c.name: [p.meta.key for p in c.pods] for c in classes}
-    outbound = _outbound_part(ctx, catalog, classes)
+    outbound_classes = _outbound_classes(ctx, classes)
+    helper = _start_helper(ctx, catalog, outbound_classes, parallel)
+    try:
+        return _compile_rest(ctx, catalog, classes, outbound_classes, helper)
+    finally:
+        if helper is not None:
+            helper.close()
+
+
+def _compile_rest(
+    ctx: CompileContext,
+    catalog: ClusterCatalog,
+    classes: list[SourceClass],
+    outbound_classes: list[SourceClass],
+    helper: VhostHelper | None,
+) -> NodeBundle:
+    # The inbound side and the steering first: a helper builds part of the outbound side meanwhile.
     inbound_listener, inbound_clusters = build_inbound(ctx)
     parity.collect_pod_notes(ctx)
     steering = steering_model(ctx)
+    outbound = _outbound_part(ctx, catalog, outbound_classes, helper)
     ctx.diag.raise_if_errors()
+    node = ctx.node
 
     fixed = catalog.fixed_clusters() + inbound_clusters
     head = compact_json(listener_head(ctx, classes, outbound.sni_ports, outbound.sniffed_ports))

@@ -19,14 +19,17 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
+
+import orjson
 
 from dpumesh.compiler import tls
 from dpumesh.compiler.clusters import BLACKHOLE, PASSTHROUGH, ClusterCatalog
 from dpumesh.compiler.context import CompileContext, typed
 from dpumesh.compiler.registry import Host, is_http
 from dpumesh.compiler.routes import RouteBuilder, default_route
+from dpumesh.compiler.vhost_helper import BuiltVhost, Trace, VhostHelper
 from dpumesh.compiler.views import (
     ANY_NAMESPACE,
     SourceClass,
@@ -39,6 +42,8 @@ from dpumesh.compiler.views import (
     virtual_service_candidates,
     virtual_service_for,
 )
+from dpumesh.configfile import compact_json
+from dpumesh.describe import describe_vhost
 
 INPUT = "envoy.extensions.matching.common_inputs.network.v3."
 CLASS_KEY = "dpumesh.source_class"  # filter state: the source pod's class, read by gated routes
@@ -245,15 +250,26 @@ class OutboundBuilder:
         self.sni_ports: set[int] = set()  # ports where some host is matched by SNI: TLS inspector
         self._seen: dict[tuple, list[SourceClass]] = {}
         self._per_list: dict[tuple, tuple[tuple, Any]] = {}
+        self._helper: VhostHelper | None = None
+        self._vhost_index = 0  # HTTP virtual hosts planned so far, in `body`'s order
+        self._trace: list | None = None  # in the helper: what building the current virtual host used
+        self.described_vhosts: dict[int, tuple[str, ...]] = {}  # id of a replayed virtual host → its describe lines
 
     # -- the listener ---------------------------------------------------------------------
-    def body(self, classes: list[SourceClass]) -> dict[str, Any]:
-        """The listener's chains and chain matcher: the same for every node with these classes."""
+    def setup(self, classes: list[SourceClass]) -> None:
         self.classes = classes
         self._plain = [c for c in classes if not c.egress_scoped]
         self._scoped = [c for c in classes if c.egress_scoped]
         self._scopes = [(c.name, self._scope_of(c)) for c in self._scoped]
         self._namespaces = {c.namespace for c in classes}
+
+    def body(self, classes: list[SourceClass], helper: VhostHelper | None = None) -> dict[str, Any]:
+        """The listener's chains and chain matcher: the same for every node with these classes.
+
+        `helper` has built the HTTP virtual hosts from its `start` on (`helper_vhosts`).
+        """
+        self.setup(classes)
+        self._helper, self._vhost_index = helper, 0
         self._add_chain(tcp_proxy_chain("passthrough", "PassthroughCluster", PASSTHROUGH))
         self._add_chain(tcp_proxy_chain("blackhole", "BlackHoleCluster", BLACKHOLE))
         port_map = {str(port): self.port_entry(port, hosts) for port, hosts in self.hosts_by_port().items()}
@@ -266,16 +282,76 @@ class OutboundBuilder:
             }
         return {"filter_chains": list(self.chains.values()), "filter_chain_matcher": matcher}
 
+    def http_hosts(self, classes: list[SourceClass]) -> int:
+        """How many hosts have a virtual host on some port, at most: how much a helper could take."""
+        self.setup(classes)
+        return sum(len(self._http_split(port, hosts)[0]) for port, hosts in self.hosts_by_port().items())
+
+    def for_helper(self, classes: list[SourceClass]) -> OutboundBuilder:
+        """This builder, ready to build the virtual hosts of `classes` in a helper (`helper_vhosts`)."""
+        self.setup(classes)
+        return self
+
+    def helper_vhosts(self, start: int) -> Iterator[BuiltVhost]:
+        """In the helper: the HTTP virtual hosts from number `start` on, as `body` numbers them, with their traces."""
+        index = 0
+        for port, hosts in self.hosts_by_port().items():
+            chain_hosts, _, _, chain_classes = self._http_split(port, hosts)
+            if not chain_hosts:
+                continue
+            users, planned, _ = self.http_plan(port, chain_hosts, chain_classes)
+            for entry in planned[max(0, start - index) :]:
+                yield self._traced_vhost(port, users, entry)
+            index += len(planned)
+
+    def encoded_cluster(self, name: str) -> tuple[bytes, str] | None:
+        """A cluster built so far: its CDS JSON and describe line."""
+        if name not in self.catalog.encoded:
+            return None
+        return self.catalog.encoded[name], self.catalog.described[name]
+
+    def _traced_vhost(self, port: int, users: list[SourceClass], entry: tuple) -> BuiltVhost:
+        diag = self.ctx.diag
+        errors, warnings = len(diag.errors), len(diag.warnings)
+        self._trace = []
+        vhost = self.host_vhost(port, *entry, users=users)
+        trace = Trace(tuple(self._trace), tuple(diag.errors[errors:]), tuple(diag.warnings[warnings:]))
+        self._trace = None
+        return BuiltVhost((port, entry[0].fqdn), compact_json(vhost), tuple(describe_vhost(vhost)), trace)
+
+    def _planned_vhost(self, port: int, users: list[SourceClass], entry: tuple) -> Any:
+        """The virtual host of one planned entry: the helper's, replayed, or built here."""
+        index = self._vhost_index
+        self._vhost_index += 1
+        done = self._helper.get(index, (port, entry[0].fqdn)) if self._helper else None
+        if done is None:
+            return self.host_vhost(port, *entry, users=users)
+        for clusters, group, notes in done.trace.uses:
+            self.used_clusters.update(dict.fromkeys(clusters))
+            for name in clusters:
+                if name not in self.catalog.encoded and (found := self._helper.cluster(name)):
+                    self.catalog.encoded[name], self.catalog.described[name] = found
+            for feature, status in notes:
+                self.ctx.note_classes(group, feature, status)
+        self.ctx.diag.errors += done.trace.errors
+        self.ctx.diag.warnings += done.trace.warnings
+        fragment = orjson.Fragment(done.json)
+        self.described_vhosts[id(fragment)] = done.described
+        return fragment
+
     def _add_chain(self, chain: dict[str, Any]) -> str:
         self.chains.setdefault(chain["name"], chain)
         return chain["name"]
 
     def _use(self, built: Built, classes: list[SourceClass]) -> Any:
         self.used_clusters.update(dict.fromkeys(built.clusters))
+        group = None
         if built.notes:
             group = self.per_list("names", (classes,), lambda: frozenset(c.name for c in classes))
             for feature, status in built.notes:
                 self.ctx.note_classes(group, feature, status)
+        if self._trace is not None:
+            self._trace.append((built.clusters, group, built.notes))
         return built.value
 
     def passthrough(self, cls: SourceClass) -> dict[str, Any]:
@@ -389,12 +465,9 @@ class OutboundBuilder:
         A host whose protocol is detected is in both: its addresses lead to the HTTP chain when the connection
         speaks HTTP/1.x or h2c, to its TCP chain otherwise.
         """
-        http_hosts = [(h, s) for h, s in hosts if is_http(h.ports[port].protocol)]
-        other = [(h, s) for h, s in hosts if not is_http(h.ports[port].protocol)]
+        chain_hosts, other, http_classes, chain_classes = self._http_split(port, hosts)
         sniffed = [(h, s) for h, s in other if h.sniffs(port)]
-        http_classes = {c.name for _, seen in http_hosts for c in seen}
-        chain_classes = http_classes | {c.name for _, seen in sniffed for c in seen}
-        http_chain = self.http_chain(port, http_hosts + sniffed, chain_classes) if http_hosts or sniffed else ""
+        http_chain = self.http_chain(port, chain_hosts, chain_classes) if chain_hosts else ""
         sni_hosts = [(h, s) for h, s in other if h.ports[port].protocol == "TLS"]
         if sniffed:
             self.sniffed_ports.add(port)
@@ -448,6 +521,15 @@ class OutboundBuilder:
                 "on_no_match": port_rest,
             }
         }
+
+    def _http_split(self, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> tuple[list, list, set, set]:
+        """(hosts of the port's HTTP chain, the other hosts, classes with HTTP hosts, classes of the chain)."""
+        http_hosts = [(h, s) for h, s in hosts if is_http(h.ports[port].protocol)]
+        other = [(h, s) for h, s in hosts if not is_http(h.ports[port].protocol)]
+        sniffed = [(h, s) for h, s in other if h.sniffs(port)]
+        http_classes = {c.name for _, seen in http_hosts for c in seen}
+        chain_classes = http_classes | {c.name for _, seen in sniffed for c in seen}
+        return http_hosts + sniffed, other, http_classes, chain_classes
 
     # -- TCP / TLS ------------------------------------------------------------------------
     def sni_map(self, cls: SourceClass, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> dict[str, Any]:
@@ -520,26 +602,33 @@ class OutboundBuilder:
         return rec.built(tcp_proxy_chain(name, stat, rec.cluster_for(host, port)))
 
     # -- HTTP -----------------------------------------------------------------------------
-    def http_chain(self, port: int, hosts: list[tuple[Host, list[SourceClass]]], http_classes: set[str]) -> str:
-        """One HTTP chain and route table for the port, shared by every class that has HTTP hosts on it."""
+    def http_plan(self, port: int, hosts: list[tuple[Host, list[SourceClass]]], http_classes: set[str]) -> tuple:
+        """(the chain's users, per host (host, seen, domains, short) where it keeps a name, the contested names)."""
         users = [c for c in self.classes if c.name in http_classes]
-        claims: dict[str, list[tuple[Host, str]]] = {}  # domain → (host, the only namespace allowed or "")
+        owner: dict[str, tuple[Host, str]] = {}  # domain → its first claim: (host, the only namespace allowed or "")
+        contested: dict[str, list[tuple[Host, str]]] = {}  # domains claimed more than once → every claim, in order
         names = [(host_domains(host, port), short_domains(host, port)) for host, _ in hosts]
         for (host, _), (full, short) in zip(hosts, names, strict=True):
-            for domain in full:
-                claims.setdefault(domain, []).append((host, ""))
-            for domain in short:
-                claims.setdefault(domain, []).append((host, host.namespace))
-        contested = {d for d, owners in claims.items() if len(owners) > 1}
-        vhosts = []
+            for domains, claim in ((full, (host, "")), (short, (host, host.namespace))):
+                for domain in domains:
+                    if domain in owner:
+                        contested.setdefault(domain, [owner[domain]]).append(claim)
+                    else:
+                        owner[domain] = claim
+        planned = []
         for (host, seen), (full, short) in zip(hosts, names, strict=True):
             if contested:
                 full = [d for d in full if d not in contested]
                 short = [d for d in short if d not in contested]
-            domains = full
-            if domains or short:
-                vhosts.append(self.host_vhost(port, host, seen, users, domains, short))
-        vhosts += self.contested_vhosts(port, {d: claims[d] for d in sorted(contested)}, hosts, users)
+            if full or short:
+                planned.append((host, seen, full, short))
+        return users, planned, {d: contested[d] for d in sorted(contested)}
+
+    def http_chain(self, port: int, hosts: list[tuple[Host, list[SourceClass]]], http_classes: set[str]) -> str:
+        """One HTTP chain and route table for the port, shared by every class that has HTTP hosts on it."""
+        users, planned, contested = self.http_plan(port, hosts, http_classes)
+        vhosts = [self._planned_vhost(port, users, entry) for entry in planned]
+        vhosts += self.contested_vhosts(port, contested, hosts, users)
         vhosts.append(self.unknown_host_vhost(users))
         name = f"0.0.0.0_{port}"
         hcm = typed(
@@ -589,7 +678,7 @@ class OutboundBuilder:
         )
         return classes if len(group) == len(classes) else group
 
-    def host_vhost(self, port, host, seen, users, domains, short) -> dict[str, Any]:
+    def host_vhost(self, port, host, seen, domains, short, users) -> dict[str, Any]:
         hidden, strangers = self.outsiders(seen, users, host.namespace)
         routes = self.fallback_routes(hidden)
         if short:
@@ -625,7 +714,8 @@ class OutboundBuilder:
 
     def contested_vhosts(self, port, contested, hosts, users) -> list[dict[str, Any]]:
         """Names several hosts claim (two namespaces' short names, a shared VIP): each class gets its first."""
-        seen_by = {h.fqdn: {c.name for c in s} for h, s in hosts}
+        claimants = {host.fqdn for owners in contested.values() for host, _ in owners}
+        seen_by = {h.fqdn: {c.name for c in s} for h, s in hosts if h.fqdn in claimants}
         by_signature: dict[tuple, tuple[list[str], dict]] = {}
         for domain, owners in contested.items():
             choice = {}
