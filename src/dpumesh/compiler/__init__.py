@@ -15,7 +15,7 @@ from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext, ParityEntry
 from dpumesh.compiler.inbound import build_inbound, validate_security
 from dpumesh.compiler.outbound import OutboundBuilder, listener_head
-from dpumesh.compiler.registry import ServiceRegistry
+from dpumesh.compiler.registry import ServiceRegistry, is_http
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
 from dpumesh.compiler.steering import steering_model
 from dpumesh.compiler.validate import (
@@ -122,7 +122,7 @@ def compile_node(
 class OutboundPart:
     """What a node's set of source classes decides, built once per set: nodes with the same set share it."""
 
-    chains_json: bytes  # the outbound listener's filter_chains and filter_chain_matcher, encoded
+    chains_json: memoryview  # the outbound listener's filter_chains and filter_chain_matcher, encoded
     chain_count: int
     clusters: list[str]  # the clusters it names
     class_parity: dict[ParityEntry, list[frozenset[str]]]
@@ -160,7 +160,8 @@ def _start_helper(
     """A helper building the last share of the outbound HTTP virtual hosts, when these chains are not built yet."""
     if _outbound_key(classes) in ctx.memo or parallel is False:
         return None
-    count = OutboundBuilder(ctx, catalog).http_hosts(classes)
+    # Virtual hosts the classes may see, at most (a host hidden from all of them has none): cheap to count.
+    count = sum(is_http(p.protocol) or h.sniffs(n) for h in ctx.registry.hosts.values() for n, p in h.ports.items())
     if not wanted(count, parallel):
         return None
     start = int(count * vhost_helper.PARENT_SHARE)
@@ -178,7 +179,7 @@ def _outbound_part(
         parity.collect_class_notes(ctx, classes)
         encoded = compact_json(body)
         ctx.memo[key] = OutboundPart(
-            chains_json=encoded[1:-1],
+            chains_json=memoryview(encoded)[1:-1],  # not a copy: the node's file is joined from it
             chain_count=len(body["filter_chains"]),
             clusters=[name for name in builder.used_clusters if name in catalog.encoded],
             class_parity=ctx.class_parity,
@@ -230,34 +231,29 @@ def _compile_rest(
     outbound_classes: list[SourceClass],
     helper: VhostHelper | None,
 ) -> NodeBundle:
-    # The inbound side and the steering first: a helper builds part of the outbound side meanwhile.
+    # Everything the outbound side does not decide comes first: a helper builds part of that side meanwhile.
     inbound_listener, inbound_clusters = build_inbound(ctx)
     parity.collect_pod_notes(ctx)
     steering = steering_model(ctx)
-    outbound = _outbound_part(ctx, catalog, outbound_classes, helper)
-    ctx.diag.raise_if_errors()
-    node = ctx.node
-
-    fixed = catalog.fixed_clusters() + inbound_clusters
-    head = compact_json(listener_head(ctx, classes, outbound.sni_ports, outbound.sniffed_ports))
-    listeners: list[bytes | list[bytes]] = [
-        [head[:-1], b",", outbound.chains_json, b"}"],
-        encode_resource(LISTENER, inbound_listener),
-    ]
-    files: dict[str, bytes] = {
-        "envoy/bootstrap.yaml": _dump(bootstrap(ctx)),
-    }
-    # The version is the hash of what the files say (written once, with a slot for the version itself).
-    lds = discovery_response_pieces(LISTENER, listeners, VERSION_SLOT)
-    cds = discovery_response_pieces(
-        CLUSTER,
-        [encode_resource(CLUSTER, c) for c in catalog.fixed_clusters()]
-        + [catalog.encoded[name] for name in outbound.clusters]
-        + [encode_resource(CLUSTER, c) for c in inbound_clusters],
-        VERSION_SLOT,
-    )
     steering["version"] = VERSION_SLOT
     steering_file = dump_report(steering, _shared_steering_lines(ctx, steering))
+    inbound_json = encode_resource(LISTENER, inbound_listener)
+    fixed = catalog.fixed_clusters()
+    fixed_json = [encode_resource(CLUSTER, c) for c in fixed]
+    inbound_clusters_json = [encode_resource(CLUSTER, c) for c in inbound_clusters]
+    bootstrap_yaml = _dump(bootstrap(ctx))
+    inbound_lines = describe_listener(inbound_listener)
+    pod_parity = parity.pod_entries(ctx)
+
+    outbound = _outbound_part(ctx, catalog, outbound_classes, helper)
+    ctx.diag.raise_if_errors()
+    head = compact_json(listener_head(ctx, classes, outbound.sni_ports, outbound.sniffed_ports))
+    listeners: list[bytes | list[bytes]] = [[head[:-1], b",", outbound.chains_json, b"}"], inbound_json]
+    files: dict[str, bytes] = {"envoy/bootstrap.yaml": bootstrap_yaml}
+    # The version is the hash of what the files say (written once, with a slot for the version itself).
+    lds = discovery_response_pieces(LISTENER, listeners, VERSION_SLOT)
+    outbound_clusters_json = [catalog.encoded[name] for name in outbound.clusters]
+    cds = discovery_response_pieces(CLUSTER, fixed_json + outbound_clusters_json + inbound_clusters_json, VERSION_SLOT)
     content = hashlib.sha256()
     for piece in (*lds, *cds, steering_file):
         content.update(piece)
@@ -268,24 +264,24 @@ def _compile_rest(
     assert slot in steering_file, "dump_report writes the version on a line of its own"
     steering["version"] = version
     files["steering.json"] = steering_file.replace(slot, f'"version":"{version}"'.encode(), 1)
-    listener_lines = outbound.described + describe_listener(inbound_listener)
-    cluster_lines = [describe_cluster(c) for c in catalog.fixed_clusters()]
+    listener_lines = outbound.described + inbound_lines
+    cluster_lines = [describe_cluster(c) for c in fixed]
     cluster_lines += [catalog.described[name] for name in outbound.clusters]
     cluster_lines += [describe_cluster(c) for c in inbound_clusters]
     files["describe.txt"] = describe(listener_lines, cluster_lines, steering).encode()
-    report = parity.report(ctx, outbound.views)
+    report = parity.report(ctx, outbound.views, pod_parity)
     files["parity.json"] = dump_resources(report)  # compact: parity.txt is the readable form
-    files["parity.txt"] = parity.summary(report).encode()
+    files["parity.txt"] = parity.summary(report)
     stats = {
         "classes": len(classes),
         "listeners": len(listeners),
         "filter_chains": outbound.chain_count + len(inbound_listener.get("filter_chains", [])),
-        "clusters": len(fixed) + len(outbound.clusters),
+        "clusters": len(fixed) + len(inbound_clusters) + len(outbound.clusters),
         "local_pods": len(ctx.local_pods),
     }
-    manifest = {"node": node, "version": version, "stats": stats, "files": sorted([*files, "MANIFEST.json"])}
+    manifest = {"node": ctx.node, "version": version, "stats": stats, "files": sorted([*files, "MANIFEST.json"])}
     files["MANIFEST.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
-    return NodeBundle(node, version, files, ctx.diag.warnings, stats)
+    return NodeBundle(ctx.node, version, files, ctx.diag.warnings, stats)
 
 
 __all__ = ["MeshSettings", "NodeBundle", "ProxyLayout", "compile_node", "compile_sidecar", "prepare"]

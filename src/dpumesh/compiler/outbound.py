@@ -282,11 +282,6 @@ class OutboundBuilder:
             }
         return {"filter_chains": list(self.chains.values()), "filter_chain_matcher": matcher}
 
-    def http_hosts(self, classes: list[SourceClass]) -> int:
-        """How many hosts have a virtual host on some port, at most: how much a helper could take."""
-        self.setup(classes)
-        return sum(len(self._http_split(port, hosts)[0]) for port, hosts in self.hosts_by_port().items())
-
     def for_helper(self, classes: list[SourceClass]) -> OutboundBuilder:
         """This builder, ready to build the virtual hosts of `classes` in a helper (`helper_vhosts`)."""
         self.setup(classes)
@@ -319,13 +314,19 @@ class OutboundBuilder:
         self._trace = None
         return BuiltVhost((port, entry[0].fqdn), compact_json(vhost), tuple(describe_vhost(vhost)), trace)
 
-    def _planned_vhost(self, port: int, users: list[SourceClass], entry: tuple) -> Any:
-        """The virtual host of one planned entry: the helper's, replayed, or built here."""
+    def _planned_vhost(self, port: int, users: list[SourceClass], entry: tuple) -> orjson.Fragment:
+        """The virtual host of one planned entry, encoded: the helper's, replayed, or built here.
+
+        Encoded and described as soon as built, as the helper does: this work then overlaps the helper's.
+        """
         index = self._vhost_index
         self._vhost_index += 1
         done = self._helper.get(index, (port, entry[0].fqdn)) if self._helper else None
         if done is None:
-            return self.host_vhost(port, *entry, users=users)
+            vhost = self.host_vhost(port, *entry, users=users)
+            fragment = orjson.Fragment(compact_json(vhost))
+            self.described_vhosts[id(fragment)] = tuple(describe_vhost(vhost))
+            return fragment
         for clusters, group, notes in done.trace.uses:
             self.used_clusters.update(dict.fromkeys(clusters))
             for name in clusters:

@@ -77,22 +77,29 @@ def class_views(class_parity: dict[ParityEntry, list[frozenset[str]]], names: li
     return ClassViews(common, extra, missing, counts)
 
 
-def report(ctx: CompileContext, views: ClassViews) -> dict[str, Any]:
-    """Outbound features once for the node and per class (`class_views`), then each pod's own.
+def pod_entries(ctx: CompileContext) -> dict[str, tuple[dict[str, Any], Counter]]:
+    """Each local pod's own features (`report`), and their count by status: what the outbound side does not
+    decide."""
+    class_of = {pod: name for name, pods in ctx.class_pods.items() for pod in pods}
+    out = {}
+    for pod in sorted(ctx.local_pods, key=lambda p: p.meta.key):
+        own = sorted(ctx.parity.get(pod.meta.key, []), key=_order)
+        view = class_of.get(pod.meta.key)
+        out[pod.meta.key] = ({"meshed": pod.meshed, "view": view, "features": _entries(own)}, _count(own))
+    return out
+
+
+def report(ctx: CompileContext, views: ClassViews, pods: dict[str, tuple[dict[str, Any], Counter]]) -> dict[str, Any]:
+    """Outbound features once for the node and per class (`class_views`), then each pod's own (`pod_entries`).
 
     Every pod of a class shares its outbound view, so the view's features are written per class,
     not per pod: `common` holds those most classes have, and each of `views` lists what it has
     beyond them (`features`) and which of them it lacks (`missing`).
     """
-    class_of = {pod: name for name, pods in ctx.class_pods.items() for pod in pods}
-    pods = {}
     totals = {KEPT: 0, DIFFERENT: 0, UNSUPPORTED: 0}
-    for pod in sorted(ctx.local_pods, key=lambda p: p.meta.key):
-        own = sorted(ctx.parity.get(pod.meta.key, []), key=_order)
-        view = class_of.get(pod.meta.key)
-        for status, n in (_count(own) + (views.counts[view] if view else Counter())).items():
+    for entry, own in pods.values():
+        for status, n in (own + (views.counts[entry["view"]] if entry["view"] else Counter())).items():
             totals[status] += n
-        pods[pod.meta.key] = {"meshed": pod.meshed, "view": view, "features": _entries(own)}
     return {
         "node": ctx.node,
         "totals": totals,
@@ -105,7 +112,7 @@ def report(ctx: CompileContext, views: ClassViews) -> dict[str, Any]:
             }
             for name in sorted(ctx.class_pods)
         },
-        "pods": pods,
+        "pods": {key: entry for key, (entry, _) in pods.items()},
     }
 
 
@@ -131,7 +138,8 @@ def _entries(entries: list[ParityEntry]) -> list[dict[str, str]]:
     return [{"feature": e.feature, "status": e.status, "detail": e.detail} for e in entries]
 
 
-def summary(parity: dict[str, Any]) -> str:
+def summary(parity: dict[str, Any]) -> bytes:
+    """The readable form of the report (`parity.txt`), as UTF-8."""
     t = parity["totals"]
     lines = [
         f"Parity report for node {parity['node']}: {t[KEPT]} kept, {t[DIFFERENT]} kept with a difference, "
@@ -142,7 +150,8 @@ def summary(parity: dict[str, Any]) -> str:
     ]
     for name, view in parity["views"].items():
         lines += ["", f"Outbound view {name} ({', '.join(view['pods'])}):", *_lines(view["features"])]
-        lines += [f"  [does not apply] {feature}" for feature in view["missing"]]
+        if view["missing"]:  # thousands per view: one join, not a line each
+            lines.append("  [does not apply] " + "\n  [does not apply] ".join(view["missing"]))
     lines.append("")
     for key, pod in parity["pods"].items():
         if not pod["meshed"]:
@@ -150,7 +159,9 @@ def summary(parity: dict[str, Any]) -> str:
             continue
         lines.append(f"{key} (view {pod['view']}):")
         lines += _lines(pod["features"])
-    return "\n".join(lines) + "\n"
+    # Encoded line by line: a few lines are not ASCII (the dash of the details), and one such character would
+    # make the whole joined text slower to build and to encode.
+    return b"\n".join([line.encode() for line in lines]) + b"\n"
 
 
 def _lines(features: list[dict[str, str]]) -> list[str]:

@@ -116,14 +116,13 @@ def _source_label_selectors(ctx: CompileContext) -> list[tuple[str, dict]]:
 def source_label_matches(ctx: CompileContext, pod: Pod) -> frozenset[str]:
     """The ids of what selects the pod as a client: VirtualService sourceLabels matches, and DestinationRules
     of its namespace whose workloadSelector picks it."""
-    matches = [
-        ident
-        for ident, labels in _source_label_selectors(ctx)
-        if all(pod.labels.get(k) == str(v) for k, v in labels.items())
-    ]
+    selectors, rules = _source_label_selectors(ctx), _selected_rules(ctx)
+    if not selectors and not rules:
+        return frozenset()  # the common case, asked for every pod of the cluster
+    matches = [ident for ident, labels in selectors if all(pod.labels.get(k) == str(v) for k, v in labels.items())]
     matches += [
         ident
-        for ident, dr, _ in _selected_rules(ctx)
+        for ident, dr, _ in rules
         if dr.meta.namespace == pod.namespace and ctx.selects(dr, pod, "workloadSelector")
     ]
     return frozenset(matches)
