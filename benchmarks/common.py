@@ -9,7 +9,6 @@ import json
 import multiprocessing
 import os
 import platform
-import queue
 import signal
 import subprocess
 import sys
@@ -136,19 +135,25 @@ def run_bounded(target, args: tuple, deadline: Deadline, on_event) -> str:
     the child is killed when the deadline passes or the caller is interrupted.
     """
     ctx = multiprocessing.get_context("fork")
-    events = ctx.Queue()
-    child = ctx.Process(target=_bounded_child, args=(target, args, events), daemon=True)
+    # A pipe, not a Queue: a Queue's put starts a feeder thread in the child, and the compiler forks a helper
+    # only in a process without other threads (dpumesh.compiler.vhost_helper).
+    events, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_bounded_child, args=(target, args, sender), daemon=True)
     child.start()
+    sender.close()
     try:
         while True:
-            try:
-                kind, data = events.get(timeout=max(0.1, min(5.0, deadline.left())))
-            except queue.Empty:
+            if not events.poll(max(0.1, min(5.0, deadline.left()))):
                 if deadline.passed():
                     return f"--max-seconds {deadline.seconds:g} reached"
                 if not child.is_alive():
                     return f"the benchmark process died (exit code {child.exitcode})"
                 continue
+            try:
+                kind, data = events.recv()
+            except EOFError:
+                child.join(10)
+                return f"the benchmark process died (exit code {child.exitcode})"
             if kind == "_done":
                 child.join(30)  # let it flush and exit on its own
                 return ""
@@ -162,16 +167,17 @@ def run_bounded(target, args: tuple, deadline: Deadline, on_event) -> str:
         if child.is_alive():
             child.kill()
             child.join()
+        events.close()
 
 
 def _bounded_child(target, args: tuple, events) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: the parent cleans up, the child just ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which then ends the child
     try:
-        target(*args, lambda kind, data: events.put((kind, data)))
-        events.put(("_done", {}))
+        target(*args, lambda kind, data: events.send((kind, data)))
+        events.send(("_done", {}))
     except Exception as exc:  # reported to the parent, which records it in the result
-        events.put(("_error", {"message": f"{type(exc).__name__}: {exc}"}))
+        events.send(("_error", {"message": f"{type(exc).__name__}: {exc}"}))
 
 
 def stop_processes(processes: list[subprocess.Popen], group: bool = False, grace: float = 10.0) -> None:

@@ -34,8 +34,8 @@ def describe_vhost(vhost: dict[str, Any]) -> list[str]:
     return [f"    vhost {vhost['name']}", *_routes(vhost)]
 
 
-def describe_listener(listener: dict[str, Any], encoded: dict[int, tuple[str, ...]] | None = None) -> list[str]:
-    """`encoded`: the lines of virtual hosts that are in the listener already encoded, by their id."""
+def describe_listener(listener: dict[str, Any], encoded: dict[int, str] | None = None) -> list[str]:
+    """`encoded`: the lines (joined) of virtual hosts that are in the listener already encoded, by their id."""
     out = [f"listener {listener['name']}"]
     for chain in listener.get("filter_chains", []):
         out.append(f"  chain {chain['name']}")
@@ -43,7 +43,10 @@ def describe_listener(listener: dict[str, Any], encoded: dict[int, tuple[str, ..
             cfg = f.get("typed_config", {})
             for vh in (cfg.get("route_config") or {}).get("virtual_hosts", []):
                 lines = encoded.get(id(vh)) if encoded else None
-                out.extend(describe_vhost(vh) if lines is None else lines)
+                if lines is None:
+                    out.extend(describe_vhost(vh))
+                else:
+                    out.append(lines)
             if "cluster" in cfg:
                 out.append(f"    tcp -> {cfg['cluster']}")
     return out

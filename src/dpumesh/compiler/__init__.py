@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class NodeBundle:
     files: dict[str, bytes]
     warnings: list[InputProblem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    helper_vhosts: int = 0  # outbound virtual hosts a forked helper built (`vhost_helper`)
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -218,10 +220,36 @@ def _compile_node(
     outbound_classes = _outbound_classes(ctx, classes)
     helper = _start_helper(ctx, catalog, outbound_classes, parallel)
     try:
-        return _compile_rest(ctx, catalog, classes, outbound_classes, helper)
+        bundle = _compile_rest(ctx, catalog, classes, outbound_classes, helper)
     finally:
         if helper is not None:
             helper.close()
+    bundle.helper_vhosts = helper.taken if helper else 0
+    return bundle
+
+
+class _Digest:
+    """The SHA-256 of some pieces, computed by a thread: hashing releases the interpreter lock, so the caller's
+    Python work goes on meanwhile. The thread ends before `hexdigest` returns."""
+
+    def __init__(self, pieces: list[bytes | memoryview]):
+        self._hash = hashlib.sha256()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(pieces,), daemon=True)
+        self._thread.start()
+
+    def _run(self, pieces: list[bytes | memoryview]) -> None:
+        try:
+            for piece in pieces:
+                self._hash.update(piece)
+        except BaseException as error:  # given to the caller by hexdigest
+            self._error = error
+
+    def hexdigest(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._hash.hexdigest()
 
 
 def _compile_rest(
@@ -254,16 +282,7 @@ def _compile_rest(
     lds = discovery_response_pieces(LISTENER, listeners, VERSION_SLOT)
     outbound_clusters_json = [catalog.encoded[name] for name in outbound.clusters]
     cds = discovery_response_pieces(CLUSTER, fixed_json + outbound_clusters_json + inbound_clusters_json, VERSION_SLOT)
-    content = hashlib.sha256()
-    for piece in (*lds, *cds, steering_file):
-        content.update(piece)
-    version = content.hexdigest()[:16]
-    files["envoy/lds.yaml"] = _with_version(lds, version)
-    files["envoy/cds.yaml"] = _with_version(cds, version)
-    slot = f'"version":"{VERSION_SLOT}"'.encode()
-    assert slot in steering_file, "dump_report writes the version on a line of its own"
-    steering["version"] = version
-    files["steering.json"] = steering_file.replace(slot, f'"version":"{version}"'.encode(), 1)
+    hashing = _Digest([*lds, *cds, steering_file])  # tens of megabytes: hashed while the reports are written
     listener_lines = outbound.described + inbound_lines
     cluster_lines = [describe_cluster(c) for c in fixed]
     cluster_lines += [catalog.described[name] for name in outbound.clusters]
@@ -272,6 +291,12 @@ def _compile_rest(
     report = parity.report(ctx, outbound.views, pod_parity)
     files["parity.json"] = dump_resources(report)  # compact: parity.txt is the readable form
     files["parity.txt"] = parity.summary(report)
+    version = hashing.hexdigest()[:16]
+    files["envoy/lds.yaml"] = _with_version(lds, version)
+    files["envoy/cds.yaml"] = _with_version(cds, version)
+    slot = f'"version":"{VERSION_SLOT}"'.encode()
+    assert slot in steering_file, "dump_report writes the version on a line of its own"
+    files["steering.json"] = steering_file.replace(slot, f'"version":"{version}"'.encode(), 1)
     stats = {
         "classes": len(classes),
         "listeners": len(listeners),

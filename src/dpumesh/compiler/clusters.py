@@ -80,6 +80,7 @@ class ClusterCatalog:
         self.hash_policies: dict[str, list[dict[str, Any]]] = {}
         self._names: dict[ClusterKey, str] = {}
         self._identities: dict[frozenset[str], list[str]] = {}
+        self._lb_endpoints: dict[int, tuple[HostEndpoint, dict[str, Any]]] = {}
         self._bind_config = upstream_mark(ctx.mesh.proxy.capture_mark)  # the same in every cluster, never changed
 
     # -- naming ---------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class ClusterCatalog:
             cluster["lb_policy"] = "LEAST_REQUEST"
             cluster["load_assignment"] = {
                 "cluster_name": istio_name(port, subset, host.fqdn),
-                "endpoints": [{"lb_endpoints": [_lb_endpoint(e) for e in endpoints]}] if endpoints else [],
+                "endpoints": [{"lb_endpoints": [self._lb_endpoint(e) for e in endpoints]}] if endpoints else [],
             }
         if host.sniffs(port):
             cluster["typed_extension_protocol_options"] = _http_options(http2=False, downstream=True)
@@ -310,6 +311,13 @@ class ClusterCatalog:
                 {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": istio()},
                 _PLAINTEXT_MATCH,
             ]
+
+    def _lb_endpoint(self, e: HostEndpoint) -> dict[str, Any]:
+        """An endpoint as clusters list it: one object per endpoint, shared by its clusters (never changed)."""
+        found = self._lb_endpoints.get(id(e))
+        if found is None:
+            found = self._lb_endpoints[id(e)] = (e, _lb_endpoint(e))  # keeps e, so its id stays its own
+        return found[1]
 
     def _peer_identities(self, endpoints: list[HostEndpoint]) -> list[str]:
         """The SPIFFE identities of the endpoints' service accounts, sorted (once per set of accounts)."""

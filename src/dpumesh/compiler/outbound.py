@@ -253,7 +253,7 @@ class OutboundBuilder:
         self._helper: VhostHelper | None = None
         self._vhost_index = 0  # HTTP virtual hosts planned so far, in `body`'s order
         self._trace: list | None = None  # in the helper: what building the current virtual host used
-        self.described_vhosts: dict[int, tuple[str, ...]] = {}  # id of a replayed virtual host → its describe lines
+        self.described_vhosts: dict[int, str] = {}  # id of an encoded virtual host → its describe lines, joined
 
     # -- the listener ---------------------------------------------------------------------
     def setup(self, classes: list[SourceClass]) -> None:
@@ -312,7 +312,7 @@ class OutboundBuilder:
         vhost = self.host_vhost(port, *entry, users=users)
         trace = Trace(tuple(self._trace), tuple(diag.errors[errors:]), tuple(diag.warnings[warnings:]))
         self._trace = None
-        return BuiltVhost((port, entry[0].fqdn), compact_json(vhost), tuple(describe_vhost(vhost)), trace)
+        return BuiltVhost((port, entry[0].fqdn), compact_json(vhost), "\n".join(describe_vhost(vhost)), trace)
 
     def _planned_vhost(self, port: int, users: list[SourceClass], entry: tuple) -> orjson.Fragment:
         """The virtual host of one planned entry, encoded: the helper's, replayed, or built here.
@@ -325,7 +325,7 @@ class OutboundBuilder:
         if done is None:
             vhost = self.host_vhost(port, *entry, users=users)
             fragment = orjson.Fragment(compact_json(vhost))
-            self.described_vhosts[id(fragment)] = tuple(describe_vhost(vhost))
+            self.described_vhosts[id(fragment)] = "\n".join(describe_vhost(vhost))
             return fragment
         for clusters, group, notes in done.trace.uses:
             self.used_clusters.update(dict.fromkeys(clusters))

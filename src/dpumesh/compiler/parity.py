@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +128,10 @@ def features_of(parity: dict[str, Any], pod: str) -> list[dict[str, str]]:
 
 
 def _count(entries: list[ParityEntry]) -> Counter:
-    return Counter(e.status for e in entries)
+    return Counter(map(_STATUS, entries))
+
+
+_STATUS = operator.attrgetter("status")
 
 
 def _order(e: ParityEntry) -> tuple[bool, str]:

@@ -176,16 +176,18 @@ class ServiceRegistry:
         if not svc.selector:
             return []
         found = []
-        for pod in self._pods_selected_by(svc.namespace, svc.selector):
-            if any(pod.labels.get(k) != v for k, v in svc.selector.items()):
-                continue
-            target = target_port
-            if isinstance(target, str):
-                named = [cp.port for cp in pod.ports if cp.name == target]
-                if not named:
+        selector = svc.selector.items()
+        candidates = self._pods_selected_by(svc.namespace, svc.selector)
+        if len(selector) > 1:  # the index found the pods with one of the labels: check the others
+            candidates = [p for p in candidates if all(p.labels.get(k) == v for k, v in selector)]
+        for pod in candidates:
+            if isinstance(target_port, str):
+                target = pod.named_ports.get(target_port)
+                if target is None:
                     continue  # the pod does not expose that named port: not an endpoint, as in Kubernetes
-                target = named[0]
-            found.append(_endpoint(pod.ip, target, pod))
+            else:
+                target = target_port
+            found.append(HostEndpoint(pod.ip, target, pod.labels, pod, pod.meshed, pod.account))
         return found
 
     def _pods_selected_by(self, namespace: str, selector: dict[str, str]) -> list[Pod]:
@@ -281,5 +283,5 @@ def _endpoint(address: str, port: int, pod: Pod | None) -> HostEndpoint:
         pod.labels if pod else {},  # the pod's own labels, read only: thousands of endpoints share them
         pod,
         bool(pod and pod.meshed),
-        f"{pod.namespace}/{pod.service_account}" if pod else "",
+        pod.account if pod else "",
     )

@@ -98,26 +98,24 @@ def cluster_ip_services(ctx: CompileContext) -> list[dict[str, Any]]:
     if key not in ctx.memo:
         services = []
         packed: dict[str, bytes | None] = {}  # address → its IPv4 bytes (None: not IPv4); each pod IP is asked often
-
-        def ipv4(address: str) -> bytes | None:
-            if address not in packed:
-                packed[address] = _ipv4_bytes(address)
-            return packed[address]
-
         for svc in sorted(ctx.state.services, key=lambda s: s.meta.key):
             if svc.headless or not _is_ipv4(svc.cluster_ip):
                 continue
             ports = []
             for sp in svc.ports:
-                found = ctx.registry.port_endpoints(svc, sp.name, sp.target_port)
-                ready = {(e.address, e.port) for e in found if ipv4(e.address) is not None}
-                endpoints = sorted(ready, key=lambda e: (packed[e[0]], e[1]))
+                ready = set()  # (IPv4 bytes, port, address): sorted by address as a number
+                for e in ctx.registry.port_endpoints(svc, sp.name, sp.target_port):
+                    address = packed.get(e.address, b"")
+                    if address == b"":
+                        address = packed[e.address] = _ipv4_bytes(e.address)
+                    if address is not None:
+                        ready.add((address, e.port, e.address))
                 ports.append(
                     {
                         "name": sp.name,
                         "protocol": sp.protocol,
                         "port": sp.port,
-                        "endpoints": [{"ip": ip, "port": port} for ip, port in endpoints],
+                        "endpoints": [{"ip": ip, "port": port} for _, port, ip in sorted(ready)],
                     }
                 )
             services.append(

@@ -25,8 +25,7 @@ import pickle
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 # Share of the virtual hosts the compiler builds itself: it also builds the inbound side and the steering,
 # and replays the helper's (measured on the full-size benchmark state: both then finish at about the same time).
@@ -37,8 +36,7 @@ CHUNK = 250  # virtual hosts per chunk
 DISABLE_ENV = "DPUMESH_COMPILE_HELPER"  # "0": never fork a helper
 
 
-@dataclass(frozen=True)
-class Trace:
+class Trace(NamedTuple):
     """What building one virtual host did besides returning it, in the order it did it."""
 
     uses: tuple[tuple[tuple[str, ...], frozenset[str] | None, tuple[tuple[str, str], ...]], ...]
@@ -46,11 +44,10 @@ class Trace:
     warnings: tuple[Any, ...]
 
 
-@dataclass(frozen=True)
-class BuiltVhost:
+class BuiltVhost(NamedTuple):  # tuples: thousands are made and read back per compile
     key: tuple[int, str]  # (port, host): the compiler checks it is the virtual host it expects
     json: bytes
-    described: tuple[str, ...]
+    described: str  # its describe lines, joined
     trace: Trace
 
 
@@ -80,6 +77,7 @@ class VhostHelper:
         self._vhosts: list[BuiltVhost] = []
         self._clusters: dict[str, tuple[bytes, str]] = {}
         self._failed = False
+        self.taken = 0  # virtual hosts the compiler took from the helper
         self._memory = os.memfd_create("dpumesh-vhost-helper")
         read_end, write_end = os.pipe()
         self._pid = os.fork()
@@ -101,6 +99,7 @@ class VhostHelper:
         if self._vhosts[position].key != key:
             self._failed = True  # it saw other virtual hosts: trust none from here on
             return None
+        self.taken += 1
         return self._vhosts[position]
 
     def cluster(self, name: str) -> tuple[bytes, str] | None:

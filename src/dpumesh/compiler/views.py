@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -140,12 +141,23 @@ def digest_of(value: object) -> str:
     return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:8]
 
 
+_POD_KEY = operator.attrgetter("meta.key")
+
+
 def build_classes(ctx: CompileContext, pods: list[Pod] | None = None) -> list[SourceClass]:
     """The classes of `pods` (by default the node's meshed pods), each with its pods."""
     classes: dict[tuple, SourceClass] = {}
-    for pod in sorted(ctx.local_meshed_pods if pods is None else pods, key=lambda p: p.meta.key):
-        sidecar = sidecar_for(ctx, pod)
-        key = (pod.namespace, sidecar.meta.key if sidecar else "", source_label_matches(ctx, pod))
+    selectors = bool(_source_label_selectors(ctx) or _selected_rules(ctx))
+    same_for_all: dict[str, tuple] = {}  # namespace → (key, Sidecar) where nothing selects pods one by one
+    for pod in sorted(ctx.local_meshed_pods if pods is None else pods, key=_POD_KEY):
+        found = same_for_all.get(pod.namespace)
+        if found is None:
+            sidecar = sidecar_for(ctx, pod)
+            key = (pod.namespace, sidecar.meta.key if sidecar else "", source_label_matches(ctx, pod))
+            if not selectors and not _namespace_sidecars(ctx, pod.namespace)[0]:
+                same_for_all[pod.namespace] = (key, sidecar)
+        else:
+            key, sidecar = found
         if key not in classes:
             policy = ctx.mesh.outbound_traffic_policy
             if sidecar is not None:

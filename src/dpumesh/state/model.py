@@ -108,6 +108,19 @@ class Pod:
     def labels(self) -> dict[str, str]:
         return self.meta.labels
 
+    @kept
+    def account(self) -> str:
+        """namespace/service account: the workload identity its endpoints carry."""
+        return f"{self.meta.namespace}/{self.service_account}"
+
+    @kept
+    def named_ports(self) -> dict[str, int]:
+        """Container port by name (the first of a name), for Services whose targetPort is a name."""
+        found: dict[str, int] = {}
+        for cp in self.ports:
+            found.setdefault(cp.name, cp.port)
+        return found
+
 
 @dataclass
 class ServicePort:
