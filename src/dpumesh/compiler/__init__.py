@@ -10,13 +10,13 @@ from typing import Any
 
 import yaml
 
-from dpumesh.compiler import parity, vhost_helper
+from dpumesh.compiler import parity
 from dpumesh.compiler.bootstrap import CLUSTER, LISTENER, bootstrap, discovery_response_pieces, encode_resource
 from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext, ParityEntry
 from dpumesh.compiler.inbound import build_inbound, validate_security
 from dpumesh.compiler.outbound import OutboundBuilder, listener_head
-from dpumesh.compiler.registry import ServiceRegistry, is_http
+from dpumesh.compiler.registry import ServiceRegistry
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
 from dpumesh.compiler.steering import steering_model
 from dpumesh.compiler.validate import (
@@ -57,7 +57,29 @@ def _dump(data: Any) -> bytes:
 
 
 def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = "") -> CompileContext:
-    """Validate everything node-independent; raise InputError listing every problem."""
+    """The node's context, with everything node-independent checked: its problems are in `ctx.diag`."""
+    ctx, unchecked = _context(state, mesh, node, only_pod)
+    if unchecked:
+        _check(ctx)
+    return ctx
+
+
+def _context(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) -> tuple[CompileContext, bool]:
+    """The node's context with the state's registry, and whether the state's checks (`_check`) are still to run."""
+    _require_node(state, mesh, node)
+    key = ("checked", mesh.shared_key())
+    if key in state.derived:
+        # Another node of this state was prepared already: the registry, the findings and the
+        # per-(namespace, host) lookups are the same for every node.
+        registry, errors, warnings, memo = state.derived[key]
+        diag = Diagnostics(list(errors), list(warnings))
+        return CompileContext(state, mesh, node, diag, registry, only_pod=only_pod, memo=memo), False
+    diag = Diagnostics()
+    registry = ServiceRegistry(state, mesh.cluster_domain, diag)
+    return CompileContext(state, mesh, node, diag, registry, only_pod=only_pod), True
+
+
+def _require_node(state: ClusterState, mesh: MeshSettings, node: str) -> None:
     mesh.validate()
     if node not in state.nodes:
         raise DpumeshError(
@@ -65,15 +87,11 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = 
         )
     if not state.nodes[node].has_dpu:
         raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
-    key = ("checked", mesh.shared_key())
-    if key in state.derived:
-        # Another node of this state was prepared already: the registry, the findings and the
-        # per-(namespace, host) lookups are the same for every node.
-        registry, errors, warnings, memo = state.derived[key]
-        diag = Diagnostics(list(errors), list(warnings))
-        return CompileContext(state, mesh, node, diag, registry, only_pod=only_pod, memo=memo)
-    diag = Diagnostics()
-    ctx = CompileContext(state, mesh, node, diag, ServiceRegistry(state, mesh.cluster_domain, diag), only_pod=only_pod)
+
+
+def _check(ctx: CompileContext) -> None:
+    """Validate everything node-independent, once per state: the findings are kept for its other nodes."""
+    state = ctx.state
     catalog = ClusterCatalog(ctx)
     for vs in state.of_kind("VirtualService"):
         validate_virtual_service(ctx, vs)
@@ -84,8 +102,8 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = 
         validate_sidecar(ctx, sc)
     check_port_conflicts(ctx)
     validate_security(ctx)
-    state.derived[key] = (ctx.registry, list(diag.errors), list(diag.warnings), ctx.memo)
-    return ctx
+    key = ("checked", ctx.mesh.shared_key())
+    state.derived[key] = (ctx.registry, list(ctx.diag.errors), list(ctx.diag.warnings), ctx.memo)
 
 
 def compile_sidecar(state: ClusterState, mesh: MeshSettings, pod_key: str) -> NodeBundle:
@@ -157,17 +175,25 @@ def _outbound_key(classes: list[SourceClass]) -> tuple:
 
 
 def _start_helper(
-    ctx: CompileContext, catalog: ClusterCatalog, classes: list[SourceClass], parallel: bool | None
+    state: ClusterState, mesh: MeshSettings, node: str, only_pod: str, parallel: bool | None
 ) -> VhostHelper | None:
-    """A helper building the last share of the outbound HTTP virtual hosts, when these chains are not built yet."""
-    if _outbound_key(classes) in ctx.memo or parallel is False:
-        return None
-    # Virtual hosts the classes may see, at most (a host hidden from all of them has none): cheap to count.
-    count = sum(is_http(p.protocol) or h.sniffs(n) for h in ctx.registry.hosts.values() for n, p in h.ports.items())
+    """A helper building outbound HTTP virtual hosts alongside the rest of a state's first compile.
+
+    It starts first and makes its own context: the compiler's registry and checks would otherwise come before
+    it, with one core idle. It does not need the checks. Should the state be invalid, it fails or builds in
+    vain, and the compile reports the checks' findings.
+    """
+    # Service ports: about as many as the virtual hosts to build, and cheap to count before the registry.
+    count = sum(len(svc.ports) for svc in state.services)
     if not wanted(count, parallel):
         return None
-    start = int(count * vhost_helper.PARENT_SHARE)
-    return VhostHelper(start, lambda: OutboundBuilder(ctx, catalog).for_helper(classes))
+
+    def builder() -> OutboundBuilder:  # in the helper
+        ctx, _ = _context(state, mesh, node, only_pod)
+        classes = _outbound_classes(ctx, build_classes(ctx))
+        return OutboundBuilder(ctx, ClusterCatalog.shared(ctx)).for_helper(classes)
+
+    return VhostHelper(builder)
 
 
 def _outbound_part(
@@ -212,14 +238,20 @@ def _shared_steering_lines(ctx: CompileContext, steering: dict[str, Any]) -> dic
 def _compile_node(
     state: ClusterState, mesh: MeshSettings, node: str, only_pod: str, parallel: bool | None
 ) -> NodeBundle:
-    ctx = prepare(state, mesh, node, only_pod)
-    ctx.diag.raise_if_errors()
-    catalog = ClusterCatalog.shared(ctx)
-    classes = build_classes(ctx)
-    ctx.class_pods = {c.name: [p.meta.key for p in c.pods] for c in classes}
-    outbound_classes = _outbound_classes(ctx, classes)
-    helper = _start_helper(ctx, catalog, outbound_classes, parallel)
+    _require_node(state, mesh, node)
+    first = ("checked", mesh.shared_key()) not in state.derived  # later nodes reuse the first one's chains
+    helper = _start_helper(state, mesh, node, only_pod, parallel) if first else None
     try:
+        ctx, unchecked = _context(state, mesh, node, only_pod)
+        if unchecked:
+            _check(ctx)
+        ctx.diag.raise_if_errors()
+        catalog = ClusterCatalog.shared(ctx)
+        classes = build_classes(ctx)
+        ctx.class_pods = {c.name: [p.meta.key for p in c.pods] for c in classes}
+        outbound_classes = _outbound_classes(ctx, classes)
+        if helper is not None:
+            helper.expect([c.name for c in outbound_classes])
         bundle = _compile_rest(ctx, catalog, classes, outbound_classes, helper)
     finally:
         if helper is not None:

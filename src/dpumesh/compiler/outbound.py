@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -283,21 +283,22 @@ class OutboundBuilder:
         return {"filter_chains": list(self.chains.values()), "filter_chain_matcher": matcher}
 
     def for_helper(self, classes: list[SourceClass]) -> OutboundBuilder:
-        """This builder, ready to build the virtual hosts of `classes` in a helper (`helper_vhosts`)."""
+        """This builder, ready to build the virtual hosts of `classes` in a helper (`traced_vhost`)."""
         self.setup(classes)
         return self
 
-    def helper_vhosts(self, start: int) -> Iterator[BuiltVhost]:
-        """In the helper: the HTTP virtual hosts from number `start` on, as `body` numbers them, with their traces."""
-        index = 0
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def planned_vhosts(self) -> list[tuple[int, list[SourceClass], tuple]]:
+        """Every HTTP virtual host `body` builds from a plan, in its order: (port, the chain's users, entry)."""
+        planned = []
         for port, hosts in self.hosts_by_port().items():
             chain_hosts, _, _, chain_classes = self._http_split(port, hosts)
-            if not chain_hosts:
-                continue
-            users, planned, _ = self.http_plan(port, chain_hosts, chain_classes)
-            for entry in planned[max(0, start - index) :]:
-                yield self._traced_vhost(port, users, entry)
-            index += len(planned)
+            if chain_hosts:
+                users, entries, _ = self.http_plan(port, chain_hosts, chain_classes)
+                planned += [(port, users, entry) for entry in entries]
+        return planned
 
     def encoded_cluster(self, name: str) -> tuple[bytes, str] | None:
         """A cluster built so far: its CDS JSON and describe line."""
@@ -305,7 +306,9 @@ class OutboundBuilder:
             return None
         return self.catalog.encoded[name], self.catalog.described[name]
 
-    def _traced_vhost(self, port: int, users: list[SourceClass], entry: tuple) -> BuiltVhost:
+    def traced_vhost(self, planned: tuple[int, list[SourceClass], tuple]) -> BuiltVhost:
+        """In the helper: one planned virtual host (`planned_vhosts`), encoded, with what building it did."""
+        port, users, entry = planned
         diag = self.ctx.diag
         errors, warnings = len(diag.errors), len(diag.warnings)
         self._trace = []

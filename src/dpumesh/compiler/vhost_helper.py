@@ -1,39 +1,47 @@
-"""A forked helper process that builds the last share of the outbound HTTP virtual hosts of a first compile.
+"""A forked helper process that builds outbound HTTP virtual hosts of a first compile alongside the compiler.
 
 The first compile of a large state spends most of its time on the outbound HTTP virtual hosts: thousands of
-hosts, each with its routes and clusters. They are independent of each other, so the helper, a fork of the
-compiling process made once the classes are known, builds the virtual hosts from `start` on while the
-compiler goes on with the node's inbound side, steering and its own share. For each virtual host it sends
-what the compiler would have made of it: the encoded JSON, its describe lines, and the trace of what building
-it did (clusters used, parity notes, problems found). The compiler replays each trace where it would have
-built the virtual host, so the bundle is byte for byte the bundle of a compile without a helper.
+hosts, each with its routes and clusters. They are independent of each other. The helper, a fork of the
+compiling process made once the classes are known, builds them from the last one down, while the compiler
+builds its node's inbound side and steering, then the virtual hosts from the first one up. Each side tells
+the other, through a few shared bytes, how far it got; they meet wherever the work splits evenly, whatever
+the machine's load, with no share to tune.
 
-The helper sends its virtual hosts in chunks, as it builds them: the compiler takes each chunk while the
-helper builds the next. A chunk is written to an anonymous memory file, and its place to a pipe, so tens of
-megabytes do not go through the pipe.
+For each virtual host the helper sends what the compiler would have made of it: the encoded JSON, its
+describe lines, and the trace of what building it did (clusters used, parity notes, problems found). The
+compiler replays each trace where it would have built the virtual host, so the bundle is byte for byte the
+bundle of a compile without a helper. The helper sends its virtual hosts in chunks as it builds them, each
+written to an anonymous memory file with its place sent through a pipe; the compiler reads them while it
+builds its own.
 
 Whatever goes wrong in the helper (it fails, dies, or sees other virtual hosts than the compiler), the compiler
-builds the missing virtual hosts itself: the helper only ever saves time.
+builds the missing virtual hosts itself: the helper only ever saves time. Where both build the same virtual
+host (they cross at the same moment), the compiler keeps its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import pickle
+import select
 import signal
+import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
-# Share of the virtual hosts the compiler builds itself: it also builds the inbound side and the steering,
-# and replays the helper's (measured on the full-size benchmark state: both then finish at about the same time).
-PARENT_SHARE = 0.4
 # Fewer virtual hosts than this are built faster than a fork, a transfer and a replay cost.
 MIN_VHOSTS = 1500
-CHUNK = 250  # virtual hosts per chunk
+CHUNK = 100  # virtual hosts per chunk: small enough that the last one arrives soon after the sides meet
 DISABLE_ENV = "DPUMESH_COMPILE_HELPER"  # "0": never fork a helper
+NOT_STARTED = 0xFFFFFFFF
+# Shared progress: at 0 the compiler's next virtual host, at 4 the lowest one the helper built. Each side writes
+# its own field only.
+_FIELD = struct.Struct("=I")
+COMPILER_NEXT, HELPER_LOWEST = 0, 4
 
 
 class Trace(NamedTuple):
@@ -54,7 +62,11 @@ class BuiltVhost(NamedTuple):  # tuples: thousands are made and read back per co
 class VhostSource(Protocol):
     """What the helper builds with (the outbound builder)."""
 
-    def helper_vhosts(self, start: int) -> Iterator[BuiltVhost]: ...
+    def class_names(self) -> list[str]: ...
+
+    def planned_vhosts(self) -> list[Any]: ...
+
+    def traced_vhost(self, planned: Any) -> BuiltVhost: ...
 
     def encoded_cluster(self, name: str) -> tuple[bytes, str] | None: ...
 
@@ -72,55 +84,96 @@ def wanted(vhost_count: int, parallel: bool | None) -> bool:
 class VhostHelper:
     """The compiler's handle on the helper process."""
 
-    def __init__(self, start: int, source: Callable[[], VhostSource]):
-        self.start = start
-        self._vhosts: list[BuiltVhost] = []
-        self._clusters: dict[str, tuple[bytes, str]] = {}
-        self._failed = False
+    def __init__(self, source: Callable[[], VhostSource]):
         self.taken = 0  # virtual hosts the compiler took from the helper
+        self._vhosts: dict[int, BuiltVhost] = {}
+        self._clusters: dict[str, tuple[bytes, str]] = {}
+        self._met: int | None = None  # the first virtual host the compiler takes from the helper
+        self._classes: list[str] | None = None  # the classes the compiler builds for (`expect`)
+        self._failed = False
+        self._ended = False  # the helper sent its last chunk
+        self._pending = b""  # a place line not read in full yet
+        self._progress = mmap.mmap(-1, 2 * _FIELD.size)  # anonymous and shared: the fork maps it in both
+        _FIELD.pack_into(self._progress, COMPILER_NEXT, 0)
+        _FIELD.pack_into(self._progress, HELPER_LOWEST, NOT_STARTED)
         self._memory = os.memfd_create("dpumesh-vhost-helper")
         read_end, write_end = os.pipe()
         self._pid = os.fork()
         if self._pid == 0:  # the helper
             os.close(read_end)
-            _run_helper(self._memory, write_end, source, start)
+            _run_helper(self._memory, write_end, self._progress, source)
         os.close(write_end)
-        self._places: io.BufferedReader | None = os.fdopen(read_end, "rb")
+        os.set_blocking(read_end, False)
+        self._places: int | None = read_end
+
+    def expect(self, classes: list[str]) -> None:
+        """The classes the compiler builds its virtual hosts for: the helper's must be the same."""
+        self._classes = classes
 
     def get(self, index: int, key: tuple[int, str]) -> BuiltVhost | None:
-        """The helper's virtual host number `index` if it built it as `key`; None: build it yourself."""
-        if self._failed or index < self.start:
+        """The helper's virtual host number `index` (as the compiler numbers them, from 0 up), if the sides have
+        met there and the helper built it as `key`; None: build it yourself."""
+        if self._failed:
             return None
-        position = index - self.start
-        while position >= len(self._vhosts):
-            if not self._receive():
+        if self._met is None:
+            (lowest,) = _FIELD.unpack_from(self._progress, HELPER_LOWEST)
+            if lowest > index:  # the helper has not come down this far: build it here, and say so
+                _FIELD.pack_into(self._progress, COMPILER_NEXT, index + 1)
+                if index % 16 == 0:
+                    self._receive(wait=False)  # read what already came, while there is other work
+                return None
+            self._met = index
+        while index not in self._vhosts:
+            if self._ended or not self._receive(wait=True):
                 self._failed = True
                 return None
-        if self._vhosts[position].key != key:
+        vhost = self._vhosts[index]
+        if vhost.key != key:
             self._failed = True  # it saw other virtual hosts: trust none from here on
             return None
         self.taken += 1
-        return self._vhosts[position]
+        return vhost
 
     def cluster(self, name: str) -> tuple[bytes, str] | None:
         return self._clusters.get(name)
 
-    def _receive(self) -> bool:
-        """Take the helper's next chunk; False when there is none (it ended, failed or died)."""
-        line = self._places.readline() if self._places else b""
+    def _receive(self, wait: bool) -> bool:
+        """Read the chunks the helper has sent (`wait`: at least one); False when it sends no more."""
+        read_any = False
+        while self._places is not None:
+            try:
+                data = os.read(self._places, 4096)
+            except BlockingIOError:
+                if read_any or not wait:
+                    return True
+                select.select([self._places], [], [])
+                continue
+            if not data:  # the helper closed its end: it ended, failed or died
+                self._ended = True
+                return read_any
+            *lines, self._pending = (self._pending + data).split(b"\n")
+            for line in lines:
+                if not self._read_chunk(line):
+                    self._ended = True
+                    return False
+                read_any = True
+        return False
+
+    def _read_chunk(self, line: bytes) -> bool:
         try:
             offset, size = map(int, line.split())
-            vhosts, clusters = _read_chunk(os.pread(self._memory, size, offset))
-        except Exception:  # no chunk, or one that does not read back: build the rest locally
+            classes, vhosts = _decode(os.pread(self._memory, size, offset), self._clusters)
+        except Exception:  # a chunk that does not read back: build the rest locally
             return False
-        self._vhosts += vhosts
-        self._clusters.update(clusters)
-        return bool(vhosts)
+        if classes != self._classes:
+            return False  # built for other classes (it found them before the checks): not this compile's
+        self._vhosts.update(vhosts)
+        return True
 
     def close(self) -> None:
-        """Stop the helper if it still runs, reap it, and free its memory file."""
+        """Stop the helper if it still runs, reap it, and free what it shared."""
         if self._places is not None:
-            self._places.close()
+            os.close(self._places)
             self._places = None
         if self._pid:
             with contextlib.suppress(ProcessLookupError):
@@ -128,60 +181,59 @@ class VhostHelper:
             os.waitpid(self._pid, 0)
             self._pid = 0
             os.close(self._memory)
+            self._progress.close()
 
 
-def _write_chunk(out: io.BufferedWriter, vhosts: list[BuiltVhost], clusters: dict[str, tuple[bytes, str]]) -> int:
+def _encode(
+    out: io.BufferedWriter,
+    classes: list[str],
+    chunk: list[tuple[int, BuiltVhost]],
+    clusters: dict[str, tuple[bytes, str]],
+) -> int:
     """The chunk's JSON as one run of bytes, then the rest pickled with the JSON's lengths (the bulk is not
     copied through pickle); returns its size."""
     index = (
-        [(v.key, len(v.json), v.described, v.trace) for v in vhosts],
+        classes,
+        [(i, v.key, len(v.json), v.described, v.trace) for i, v in chunk],
         [(name, len(encoded), line) for name, (encoded, line) in clusters.items()],
     )
     index_at = 0
-    for piece in [*(v.json for v in vhosts), *(encoded for encoded, _ in clusters.values())]:
+    for piece in [*(v.json for _, v in chunk), *(encoded for encoded, _ in clusters.values())]:
         index_at += out.write(piece)
     size = index_at + out.write(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
     return size + out.write(index_at.to_bytes(8, "little"))
 
 
-def _read_chunk(chunk: bytes) -> tuple[list[BuiltVhost], dict[str, tuple[bytes, str]]]:
+def _decode(chunk: bytes, clusters: dict[str, tuple[bytes, str]]) -> tuple[list[str], dict[int, BuiltVhost]]:
     data = memoryview(chunk)
     index_at = int.from_bytes(data[-8:], "little")
-    vhost_index, cluster_index = pickle.loads(data[index_at:-8])
-    at, vhosts, clusters = 0, [], {}
-    for key, size, described, trace in vhost_index:
-        vhosts.append(BuiltVhost(key, bytes(data[at : at + size]), described, trace))
+    classes, vhost_index, cluster_index = pickle.loads(data[index_at:-8])
+    at, vhosts = 0, {}
+    for i, key, size, described, trace in vhost_index:
+        vhosts[i] = BuiltVhost(key, bytes(data[at : at + size]), described, trace)
         at += size
     for name, size, line in cluster_index:
         clusters[name] = (bytes(data[at : at + size]), line)
         at += size
-    return vhosts, clusters
+    return classes, vhosts
 
 
-def _chunks(vhosts: Iterable[BuiltVhost]) -> Iterator[list[BuiltVhost]]:
-    chunk: list[BuiltVhost] = []
-    for vhost in vhosts:
-        chunk.append(vhost)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _run_helper(memory: int, places: int, source: Callable[[], VhostSource], start: int) -> None:
-    """The helper's whole life: build and send chunk by chunk, then exit without the compiler's exit handlers."""
+def _run_helper(memory: int, places: int, progress: mmap.mmap, source: Callable[[], VhostSource]) -> None:
+    """The helper's whole life: build from the last virtual host down until it meets the compiler, sending
+    chunk by chunk, then exit without the compiler's exit handlers."""
     code = 1
     try:
         builder = source()
+        classes = builder.class_names()
+        planned = builder.planned_vhosts()
         sent: set[str] = set()
         offset = 0
         with open(memory, "wb", closefd=False, buffering=1 << 20) as out:
-            for chunk in _chunks(builder.helper_vhosts(start)):
-                names = [name for vhost in chunk for use in vhost.trace.uses for name in use[0] if name not in sent]
+            for chunk in _down_to_compiler(builder, planned, progress):
+                names = [name for _, v in chunk for use in v.trace.uses for name in use[0] if name not in sent]
                 clusters = {name: found for name in names if (found := builder.encoded_cluster(name))}
                 sent.update(names)
-                size = _write_chunk(out, chunk, clusters)
+                size = _encode(out, classes, chunk, clusters)
                 out.flush()
                 os.write(places, f"{offset} {size}\n".encode())
                 offset += size
@@ -190,3 +242,19 @@ def _run_helper(memory: int, places: int, source: Callable[[], VhostSource], sta
         pass
     finally:
         os._exit(code)
+
+
+def _down_to_compiler(builder: VhostSource, planned: list[Any], progress: mmap.mmap) -> Iterator[list]:
+    """Chunks of (number, virtual host), from the last down, while the compiler has not built that far up."""
+    chunk: list[tuple[int, BuiltVhost]] = []
+    for index in range(len(planned) - 1, -1, -1):
+        (compiler_next,) = _FIELD.unpack_from(progress, COMPILER_NEXT)
+        if index < compiler_next:
+            break
+        chunk.append((index, builder.traced_vhost(planned[index])))
+        _FIELD.pack_into(progress, HELPER_LOWEST, index)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,9 +1,10 @@
-"""The forked helper that builds part of the outbound virtual hosts: the same bundle with or without it, whatever
-the helper does, and no process left behind."""
+"""The forked helper that builds outbound virtual hosts alongside the compiler: the same bundle with or without
+it, whatever the helper does, and no process left behind."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,22 +13,23 @@ import yaml
 from benchmarks.generate import Sizes, generate
 from dpumesh.compiler import MeshSettings, compile_node, vhost_helper
 from dpumesh.compiler.outbound import OutboundBuilder
-from dpumesh.errors import DpumeshError
+from dpumesh.errors import DpumeshError, InputError
 from dpumesh.state import build_state, load_state
 
 STATES = Path(__file__).parent / "states"
 # Enough hosts for several chunks on each side; namespaces with Sidecar scopes, subsets and policies.
 SIZES = Sizes(services=400, pods=600, nodes=3, virtual_services=120, destination_rules=120, namespaces=8, seed=5)
+PARENT = os.getpid()
 
 
-def _generated():
-    return build_state([d for data in generate(SIZES).values() for d in yaml.safe_load_all(data) if d])
+def _generated(extra: list[dict] | None = None):
+    docs = [d for data in generate(SIZES).values() for d in yaml.safe_load_all(data) if d]
+    return build_state(docs + (extra or []))
 
 
 def _children() -> set[int]:
     """This process's child processes (the helper is one while it lives)."""
-    pid = os.getpid()
-    return set(map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()))
+    return set(map(int, Path(f"/proc/{PARENT}/task/{PARENT}/children").read_text().split()))
 
 
 def _compile_all(state, parallel: bool | None) -> dict:
@@ -39,61 +41,98 @@ def _compile_all(state, parallel: bool | None) -> dict:
     return out
 
 
+def _slow_compiler(monkeypatch, seconds: float = 0.5) -> None:
+    """The compiler (not the helper) takes its time before its virtual hosts: the helper builds them all."""
+    import dpumesh.compiler as compiler
+
+    real = compiler.build_inbound
+
+    def slow(ctx):
+        if os.getpid() == PARENT:
+            time.sleep(seconds)
+        return real(ctx)
+
+    monkeypatch.setattr(compiler, "build_inbound", slow)
+
+
 @pytest.fixture(scope="module")
 def alone() -> dict:
     return _compile_all(_generated(), parallel=False)
 
 
-def test_the_helper_builds_its_share_and_the_bundle_is_the_same(alone, monkeypatch):
+def test_with_a_helper_the_bundle_is_the_same(alone, monkeypatch):
     monkeypatch.setattr(vhost_helper, "CHUNK", 40)  # several chunks
     before = _children()
     state = _generated()
     first = compile_node(state, MeshSettings(), "node-1", parallel=True)
-    assert first.helper_vhosts > 200, "the helper built its share and the compiler took it"
     assert (first.files, [str(w) for w in first.warnings]) == alone["node-1"]
     assert _compile_all(state, parallel=True) == alone
     assert _children() == before, "the helper is reaped"
 
 
-def test_the_helper_really_built_them(monkeypatch):
-    """Virtual hosts the compiler took from the helper are not built again by the compiler."""
+def test_the_compiler_takes_what_the_helper_built(alone, monkeypatch):
+    """While the compiler is busy elsewhere, the helper builds every virtual host; the compiler builds none."""
     built_here = []
     real = OutboundBuilder.host_vhost
 
     def recorded(self, port, host, *rest, **kw):
-        if os.getpid() == parent:
+        if os.getpid() == PARENT:
             built_here.append((port, host.fqdn))
         return real(self, port, host, *rest, **kw)
 
-    parent = os.getpid()
     monkeypatch.setattr(OutboundBuilder, "host_vhost", recorded)
-    state = _generated()
-    compile_node(state, MeshSettings(), "node-1", parallel=False)
-    total = len(built_here)
-    built_here.clear()
-    compile_node(_generated(), MeshSettings(), "node-1", parallel=True)
-    assert 0 < len(built_here) < total * (vhost_helper.PARENT_SHARE + 0.1), (len(built_here), total)
+    _slow_compiler(monkeypatch)
+    bundle = compile_node(_generated(), MeshSettings(), "node-1", parallel=True)
+    assert bundle.helper_vhosts > 300
+    assert len(built_here) < 20, "only the contested names' virtual hosts, built from their own plan"
+    assert (bundle.files, [str(w) for w in bundle.warnings]) == alone["node-1"]
 
 
-@pytest.mark.parametrize("failure", ["raises", "dies", "wrong-hosts"])
+def test_both_sides_build_and_meet(alone, monkeypatch):
+    """Without a head start, each side builds part: they meet in between, and nothing is missing or twice."""
+    monkeypatch.setattr(vhost_helper, "CHUNK", 10)
+    bundle = compile_node(_generated(), MeshSettings(), "node-1", parallel=True)
+    assert (bundle.files, [str(w) for w in bundle.warnings]) == alone["node-1"]
+
+
+@pytest.mark.parametrize("failure", ["raises", "dies", "wrong-hosts", "other-classes"])
 def test_whatever_the_helper_does_the_bundle_is_the_same(alone, monkeypatch, failure):
-    real = OutboundBuilder.helper_vhosts
+    real = OutboundBuilder.traced_vhost
+    built = []
 
-    def broken(self, start):
-        for n, vhost in enumerate(real(self, start)):
-            if n == 50:
-                if failure == "raises":
-                    raise RuntimeError("helper bug")
-                if failure == "dies":
-                    os._exit(3)
-            if failure == "wrong-hosts" and n >= 60:
-                vhost = vhost_helper.BuiltVhost((vhost.key[0], "elsewhere"), vhost.json, vhost.described, vhost.trace)
-            yield vhost
+    def broken(self, planned):
+        built.append(planned)
+        if len(built) == 50:
+            if failure == "raises":
+                raise RuntimeError("helper bug")
+            if failure == "dies":
+                os._exit(3)
+        vhost = real(self, planned)
+        if failure == "wrong-hosts" and len(built) >= 60:
+            vhost = vhost._replace(key=(vhost.key[0], "elsewhere"))
+        return vhost
 
-    monkeypatch.setattr(vhost_helper, "CHUNK", 40)
-    monkeypatch.setattr(OutboundBuilder, "helper_vhosts", broken)
+    monkeypatch.setattr(vhost_helper, "CHUNK", 20)
+    monkeypatch.setattr(OutboundBuilder, "traced_vhost", broken)
+    if failure == "other-classes":
+        monkeypatch.setattr(OutboundBuilder, "class_names", lambda self: ["not-a-class"])
+    _slow_compiler(monkeypatch, 0.2)
     before = _children()
     assert _compile_all(_generated(), parallel=True) == alone
+    assert _children() == before
+
+
+def test_an_invalid_state_is_reported_and_the_helper_stopped():
+    """The helper starts before the state's checks; their findings are reported as without it."""
+    bad = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "bad", "namespace": "team-000"},
+        "spec": {"hosts": "not-a-list"},
+    }
+    before = _children()
+    with pytest.raises(InputError, match=r"VirtualService team-000/bad: spec\.hosts"):
+        compile_node(_generated([bad]), MeshSettings(), "node-1", parallel=True)
     assert _children() == before
 
 
@@ -115,7 +154,7 @@ def test_only_a_first_compile_of_enough_hosts_forks(monkeypatch):
     real = vhost_helper.VhostHelper.__init__
 
     def counted(self, *args):
-        forks.append(args[0])
+        forks.append(args)
         real(self, *args)
 
     monkeypatch.setattr(vhost_helper.VhostHelper, "__init__", counted)
@@ -141,11 +180,11 @@ def test_when_a_helper_is_wanted(monkeypatch):
 @pytest.mark.parametrize("name", ["basic", "features"])
 def test_hand_written_states_are_the_same_with_a_helper(name, monkeypatch):
     """States with contested names, sourceLabels, Sidecar scopes, exportTo, several VirtualServices per host."""
-    monkeypatch.setattr(vhost_helper, "PARENT_SHARE", 0.3)
     monkeypatch.setattr(vhost_helper, "CHUNK", 2)
     forks = []
     real = vhost_helper.VhostHelper.__init__
     monkeypatch.setattr(vhost_helper.VhostHelper, "__init__", lambda self, *a: forks.append(a) or real(self, *a))
     alone = _compile_all(load_state(STATES / name), parallel=False)
+    _slow_compiler(monkeypatch, 0.2)
     assert _compile_all(load_state(STATES / name), parallel=True) == alone
     assert forks
