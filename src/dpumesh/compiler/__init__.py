@@ -16,7 +16,7 @@ from dpumesh.compiler.clusters import ClusterCatalog
 from dpumesh.compiler.context import CompileContext, ParityEntry
 from dpumesh.compiler.inbound import build_inbound, validate_security
 from dpumesh.compiler.outbound import OutboundBuilder, listener_head
-from dpumesh.compiler.registry import ServiceRegistry
+from dpumesh.compiler.registry import ServiceRegistry, is_http
 from dpumesh.compiler.settings import MeshSettings, ProxyLayout
 from dpumesh.compiler.steering import steering_model
 from dpumesh.compiler.validate import (
@@ -66,7 +66,13 @@ def prepare(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str = 
 
 def _context(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) -> tuple[CompileContext, bool]:
     """The node's context with the state's registry, and whether the state's checks (`_check`) are still to run."""
-    _require_node(state, mesh, node)
+    mesh.validate()
+    if node not in state.nodes:
+        raise DpumeshError(
+            f"node {node!r} is not in the cluster state (known: {', '.join(sorted(state.nodes)) or 'none'})"
+        )
+    if not state.nodes[node].has_dpu:
+        raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
     key = ("checked", mesh.shared_key())
     if key in state.derived:
         # Another node of this state was prepared already: the registry, the findings and the
@@ -77,16 +83,6 @@ def _context(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) 
     diag = Diagnostics()
     registry = ServiceRegistry(state, mesh.cluster_domain, diag)
     return CompileContext(state, mesh, node, diag, registry, only_pod=only_pod), True
-
-
-def _require_node(state: ClusterState, mesh: MeshSettings, node: str) -> None:
-    mesh.validate()
-    if node not in state.nodes:
-        raise DpumeshError(
-            f"node {node!r} is not in the cluster state (known: {', '.join(sorted(state.nodes)) or 'none'})"
-        )
-    if not state.nodes[node].has_dpu:
-        raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
 
 
 def _check(ctx: CompileContext) -> None:
@@ -174,22 +170,19 @@ def _outbound_key(classes: list[SourceClass]) -> tuple:
     return ("outbound-part", tuple(c.name for c in classes))
 
 
-def _start_helper(
-    state: ClusterState, mesh: MeshSettings, node: str, only_pod: str, parallel: bool | None
-) -> VhostHelper | None:
+def _start_helper(ctx: CompileContext, parallel: bool | None) -> VhostHelper | None:
     """A helper building outbound HTTP virtual hosts alongside the rest of a state's first compile.
 
-    It starts first and makes its own context: the compiler's registry and checks would otherwise come before
-    it, with one core idle. It does not need the checks. Should the state be invalid, it fails or builds in
-    vain, and the compile reports the checks' findings.
+    It starts once the registry is built (it shares it) and before the state's checks, which it does not need:
+    it finds the classes itself. Should the state be invalid, it fails or builds in vain, and the compile
+    reports the checks' findings.
     """
-    # Service ports: about as many as the virtual hosts to build, and cheap to count before the registry.
-    count = sum(len(svc.ports) for svc in state.services)
+    # Virtual hosts the classes may see, at most (a host hidden from all of them has none): cheap to count.
+    count = sum(is_http(p.protocol) or h.sniffs(n) for h in ctx.registry.hosts.values() for n, p in h.ports.items())
     if not wanted(count, parallel):
         return None
 
     def builder() -> OutboundBuilder:  # in the helper
-        ctx, _ = _context(state, mesh, node, only_pod)
         classes = _outbound_classes(ctx, build_classes(ctx))
         return OutboundBuilder(ctx, ClusterCatalog.shared(ctx)).for_helper(classes)
 
@@ -238,11 +231,9 @@ def _shared_steering_lines(ctx: CompileContext, steering: dict[str, Any]) -> dic
 def _compile_node(
     state: ClusterState, mesh: MeshSettings, node: str, only_pod: str, parallel: bool | None
 ) -> NodeBundle:
-    _require_node(state, mesh, node)
-    first = ("checked", mesh.shared_key()) not in state.derived  # later nodes reuse the first one's chains
-    helper = _start_helper(state, mesh, node, only_pod, parallel) if first else None
+    ctx, unchecked = _context(state, mesh, node, only_pod)
+    helper = _start_helper(ctx, parallel) if unchecked else None  # later nodes reuse the first one's chains
     try:
-        ctx, unchecked = _context(state, mesh, node, only_pod)
         if unchecked:
             _check(ctx)
         ctx.diag.raise_if_errors()
