@@ -141,6 +141,7 @@ class OutboundPart:
     chains_json: memoryview  # the outbound listener's filter_chains and filter_chain_matcher, encoded
     chain_count: int
     clusters: list[str]  # the clusters it names
+    clusters_json: bytes  # their CDS resources, comma-separated: one piece for every node's CDS response
     class_parity: dict[ParityEntry, list[frozenset[str]]]
     views: parity.ClassViews
     described: list[str]
@@ -197,12 +198,14 @@ def _outbound_part(
     if key not in ctx.memo:
         builder = OutboundBuilder(ctx, catalog)
         body = builder.body(classes, helper)
+        clusters = [name for name in builder.used_clusters if name in catalog.encoded]
         parity.collect_class_notes(ctx, classes)
         encoded = compact_json(body)
         ctx.memo[key] = OutboundPart(
             chains_json=memoryview(encoded)[1:-1],  # not a copy: the node's file is joined from it
             chain_count=len(body["filter_chains"]),
-            clusters=[name for name in builder.used_clusters if name in catalog.encoded],
+            clusters=clusters,
+            clusters_json=b",".join([catalog.encoded[name] for name in clusters]),
             class_parity=ctx.class_parity,
             views=parity.class_views(ctx.class_parity, [c.name for c in classes]),
             described=describe_listener({"name": "outbound", **body}, builder.described_vhosts),
@@ -303,8 +306,8 @@ def _compile_rest(
     files: dict[str, bytes] = {"envoy/bootstrap.yaml": bootstrap_yaml}
     # The version is the hash of what the files say (written once, with a slot for the version itself).
     lds = discovery_response_pieces(LISTENER, listeners, VERSION_SLOT)
-    outbound_clusters_json = [catalog.encoded[name] for name in outbound.clusters]
-    cds = discovery_response_pieces(CLUSTER, fixed_json + outbound_clusters_json + inbound_clusters_json, VERSION_SLOT)
+    outbound_clusters = [outbound.clusters_json] if outbound.clusters else []
+    cds = discovery_response_pieces(CLUSTER, fixed_json + outbound_clusters + inbound_clusters_json, VERSION_SLOT)
     hashing = _Digest([*lds, *cds, steering_file])  # tens of megabytes: hashed while the reports are written
     listener_lines = outbound.described + inbound_lines
     cluster_lines = [describe_cluster(c) for c in fixed]

@@ -50,32 +50,59 @@ def collect_pod_notes(ctx: CompileContext) -> None:
 
 @dataclass(frozen=True)
 class ClassViews:
-    """The outbound features of a set of classes: those most have, and per class its extra and missing ones."""
+    """The outbound features of a set of classes: those most have (`common`), and per class either what it has
+    beyond them (`extra`) and which of them it lacks (`missing`), or, for a class that has fewer than half of
+    them (a Sidecar that scopes it to a few namespaces), its own full list (`alone`: `extra` holds every feature
+    it has and `missing` is empty)."""
 
     common: list[ParityEntry]
     extra: dict[str, list[ParityEntry]]
     missing: dict[str, list[ParityEntry]]
+    alone: frozenset[str]
     counts: dict[str, Counter]
 
 
 def class_views(class_parity: dict[ParityEntry, list[frozenset[str]]], names: list[str]) -> ClassViews:
     everyone = frozenset(names)
     common: list[ParityEntry] = []
-    extra: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
-    missing: dict[str, list[ParityEntry]] = {name: [] for name in sorted(everyone)}
-    for entry in sorted(class_parity, key=_order):  # in order once: every list below is then sorted
+    # Entries by the classes that have them, in order: there are few such sets, and each class's lists are made
+    # from the sets it is in (or not in), not entry by entry.
+    common_by_set: dict[frozenset[str], list[tuple[int, ParityEntry]]] = {}
+    extra_by_set: dict[frozenset[str], list[tuple[int, ParityEntry]]] = {}
+    for position, entry in enumerate(sorted(class_parity, key=_order)):
         groups = class_parity[entry]
-        classes = everyone if everyone in groups else frozenset().union(*groups)
+        if all(g is groups[0] for g in groups):
+            classes = groups[0]  # most often one set, noted once or more: no new set to make and hash
+        else:
+            classes = everyone if everyone in groups else frozenset().union(*groups)
         if len(classes) * 2 >= len(everyone):
             common.append(entry)
-            for name in everyone - classes:
-                missing[name].append(entry)
+            common_by_set.setdefault(classes, []).append((position, entry))
         else:
-            for name in classes:
-                extra[name].append(entry)
+            extra_by_set.setdefault(classes, []).append((position, entry))
+    extra: dict[str, list[ParityEntry]] = {}
+    missing: dict[str, list[ParityEntry]] = {}
+    alone = set()
+    for name in sorted(everyone):
+        has = [e for classes, entries in common_by_set.items() if name in classes for e in entries]
+        own = [e for classes, entries in extra_by_set.items() if name in classes for e in entries]
+        if len(has) * 2 < len(common):
+            alone.add(name)
+            extra[name] = [entry for _, entry in sorted(has + own, key=_POSITION)]
+            missing[name] = []
+        else:
+            extra[name] = [entry for _, entry in sorted(own, key=_POSITION)]
+            lacks = [e for classes, entries in common_by_set.items() if name not in classes for e in entries]
+            missing[name] = [entry for _, entry in sorted(lacks, key=_POSITION)]
     common_count = _count(common)
-    counts = {name: common_count - _count(missing[name]) + _count(extra[name]) for name in everyone}
-    return ClassViews(common, extra, missing, counts)
+    counts = {
+        name: _count(extra[name]) if name in alone else common_count - _count(missing[name]) + _count(extra[name])
+        for name in everyone
+    }
+    return ClassViews(common, extra, missing, frozenset(alone), counts)
+
+
+_POSITION = operator.itemgetter(0)
 
 
 def pod_entries(ctx: CompileContext) -> dict[str, tuple[dict[str, Any], Counter]]:
@@ -95,7 +122,8 @@ def report(ctx: CompileContext, views: ClassViews, pods: dict[str, tuple[dict[st
 
     Every pod of a class shares its outbound view, so the view's features are written per class,
     not per pod: `common` holds those most classes have, and each of `views` lists what it has
-    beyond them (`features`) and which of them it lacks (`missing`).
+    beyond them (`features`) and which of them it lacks (`missing`), or, with `"alone": true`, every
+    feature it has (`features`): a view with fewer than half the common features.
     """
     totals = {KEPT: 0, DIFFERENT: 0, UNSUPPORTED: 0}
     for entry, own in pods.values():
@@ -106,11 +134,15 @@ def report(ctx: CompileContext, views: ClassViews, pods: dict[str, tuple[dict[st
         "totals": totals,
         "common": _entries(views.common),
         "views": {
-            name: {
-                "pods": ctx.class_pods[name],
-                "features": _entries(views.extra[name]),
-                "missing": [e.feature for e in views.missing[name]],
-            }
+            name: (
+                {"pods": ctx.class_pods[name], "alone": True, "features": _entries(views.extra[name])}
+                if name in views.alone
+                else {
+                    "pods": ctx.class_pods[name],
+                    "features": _entries(views.extra[name]),
+                    "missing": [e.feature for e in views.missing[name]],
+                }
+            )
             for name in sorted(ctx.class_pods)
         },
         "pods": {key: entry for key, (entry, _) in pods.items()},
@@ -123,6 +155,8 @@ def features_of(parity: dict[str, Any], pod: str) -> list[dict[str, str]]:
     if not entry["view"]:
         return entry["features"]
     view = parity["views"][entry["view"]]
+    if view.get("alone"):
+        return view["features"] + entry["features"]
     lacking = set(view["missing"])
     return [f for f in parity["common"] if f["feature"] not in lacking] + view["features"] + entry["features"]
 
@@ -149,12 +183,17 @@ def summary(parity: dict[str, Any]) -> bytes:
         f"Parity report for node {parity['node']}: {t[KEPT]} kept, {t[DIFFERENT]} kept with a difference, "
         f"{t[UNSUPPORTED]} unsupported (counted per pod)",
         "",
-        f"Most outbound views of the node ({len(parity['common'])} features; each view below says what it lacks):",
+        f"Most outbound views of the node ({len(parity['common'])} features; each view below says what it lacks,"
+        " or lists all it has):",
         *_lines(parity["common"]),
     ]
     for name, view in parity["views"].items():
-        lines += ["", f"Outbound view {name} ({', '.join(view['pods'])}):", *_lines(view["features"])]
-        if view["missing"]:  # thousands per view: one join, not a line each
+        pods = ", ".join(view["pods"])
+        if view.get("alone"):
+            lines += ["", f"Outbound view {name} ({pods}), all its features:", *_lines(view["features"])]
+            continue
+        lines += ["", f"Outbound view {name} ({pods}):", *_lines(view["features"])]
+        if view["missing"]:  # possibly thousands: one join, not a line each
             lines.append("  [does not apply] " + "\n  [does not apply] ".join(view["missing"]))
     lines.append("")
     for key, pod in parity["pods"].items():
