@@ -142,6 +142,7 @@ class OutboundPart:
     chain_count: int
     clusters: list[str]  # the clusters it names
     clusters_json: bytes  # their CDS resources, comma-separated: one piece for every node's CDS response
+    digests: _Digests  # of chains_json and clusters_json: the node's version hashes these, not the bytes
     class_parity: dict[ParityEntry, list[frozenset[str]]]
     views: parity.ClassViews
     described: list[str]
@@ -200,12 +201,14 @@ def _outbound_part(
         body = builder.body(classes, helper)
         clusters = [name for name in builder.used_clusters if name in catalog.encoded]
         parity.collect_class_notes(ctx, classes)
-        encoded = compact_json(body)
+        chains_json = memoryview(compact_json(body))[1:-1]  # not a copy: the node's file is joined from it
+        clusters_json = b",".join([catalog.encoded[name] for name in clusters])
         ctx.memo[key] = OutboundPart(
-            chains_json=memoryview(encoded)[1:-1],  # not a copy: the node's file is joined from it
+            chains_json=chains_json,
             chain_count=len(body["filter_chains"]),
             clusters=clusters,
-            clusters_json=b",".join([catalog.encoded[name] for name in clusters]),
+            clusters_json=clusters_json,
+            digests=_Digests([chains_json, clusters_json]),
             class_parity=ctx.class_parity,
             views=parity.class_views(ctx.class_parity, [c.name for c in classes]),
             described=describe_listener({"name": "outbound", **body}, builder.described_vhosts),
@@ -254,28 +257,38 @@ def _compile_node(
     return bundle
 
 
-class _Digest:
-    """The SHA-256 of some pieces, computed by a thread: hashing releases the interpreter lock, so the caller's
-    Python work goes on meanwhile. The thread ends before `hexdigest` returns."""
+class _Digests:
+    """The SHA-256 of each of some pieces, computed by a thread: hashing releases the interpreter lock, so the
+    compile's Python work goes on meanwhile (tens of megabytes take a few hundredths of a second)."""
 
     def __init__(self, pieces: list[bytes | memoryview]):
-        self._hash = hashlib.sha256()
+        self._digests: list[bytes] = []
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(pieces,), daemon=True)
         self._thread.start()
 
     def _run(self, pieces: list[bytes | memoryview]) -> None:
         try:
-            for piece in pieces:
-                self._hash.update(piece)
-        except BaseException as error:  # given to the caller by hexdigest
+            self._digests = [hashlib.sha256(piece).digest() for piece in pieces]
+        except BaseException as error:  # given to the caller by `get`
             self._error = error
 
-    def hexdigest(self) -> str:
+    def get(self) -> list[bytes]:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._hash.hexdigest()
+        return self._digests
+
+
+def _version(pieces: list[bytes | memoryview], outbound: OutboundPart) -> str:
+    """The hash of what the node's files say: their pieces in order, with the two large pieces every node of a
+    state shares (`OutboundPart`) replaced by their own hash, computed once."""
+    large = (outbound.chains_json, outbound.clusters_json)
+    shared = {id(piece): digest for piece, digest in zip(large, outbound.digests.get(), strict=True) if len(piece)}
+    content = hashlib.sha256()
+    for piece in pieces:
+        content.update(shared.get(id(piece), piece))
+    return content.hexdigest()[:16]
 
 
 def _compile_rest(
@@ -308,7 +321,6 @@ def _compile_rest(
     lds = discovery_response_pieces(LISTENER, listeners, VERSION_SLOT)
     outbound_clusters = [outbound.clusters_json] if outbound.clusters else []
     cds = discovery_response_pieces(CLUSTER, fixed_json + outbound_clusters + inbound_clusters_json, VERSION_SLOT)
-    hashing = _Digest([*lds, *cds, steering_file])  # tens of megabytes: hashed while the reports are written
     listener_lines = outbound.described + inbound_lines
     cluster_lines = [describe_cluster(c) for c in fixed]
     cluster_lines += [catalog.described[name] for name in outbound.clusters]
@@ -317,7 +329,7 @@ def _compile_rest(
     report = parity.report(ctx, outbound.views, pod_parity)
     files["parity.json"] = dump_resources(report)  # compact: parity.txt is the readable form
     files["parity.txt"] = parity.summary(report)
-    version = hashing.hexdigest()[:16]
+    version = _version([*lds, *cds, steering_file], outbound)
     files["envoy/lds.yaml"] = _with_version(lds, version)
     files["envoy/cds.yaml"] = _with_version(cds, version)
     slot = f'"version":"{VERSION_SLOT}"'.encode()
