@@ -330,15 +330,17 @@ class OutboundBuilder:
             fragment = orjson.Fragment(compact_json(vhost))
             self.described_vhosts[id(fragment)] = "\n".join(describe_vhost(vhost))
             return fragment
+        used, encoded = self.used_clusters, self.catalog.encoded
         for clusters, group, notes in done.trace.uses:
-            self.used_clusters.update(dict.fromkeys(clusters))
             for name in clusters:
-                if name not in self.catalog.encoded and (found := self._helper.cluster(name)):
-                    self.catalog.encoded[name], self.catalog.described[name] = found
+                used[name] = None  # a name used before keeps its place
+                if name not in encoded and (found := self._helper.cluster(name)):
+                    encoded[name], self.catalog.described[name] = found
             for feature, status in notes:
                 self.ctx.note_classes(group, feature, status)
-        self.ctx.diag.errors += done.trace.errors
-        self.ctx.diag.warnings += done.trace.warnings
+        if done.trace.errors or done.trace.warnings:
+            self.ctx.diag.errors += done.trace.errors
+            self.ctx.diag.warnings += done.trace.warnings
         fragment = orjson.Fragment(done.json)
         self.described_vhosts[id(fragment)] = done.described
         return fragment
