@@ -121,13 +121,15 @@ def measure(state_dir: Path, repeat: int, all_nodes: bool, report) -> None:
     state = _load(state_dir, report)
     node = sorted(state.nodes)[0]
     tries = []
-    helper_vhosts = 0
+    helper_vhosts = helper_rss = 0
     for _ in range(repeat):
         watch = Stopwatch()
         bundle = compile_node(state, mesh, node)
         tries.append(watch.read())
         helper_vhosts = helper_vhosts or bundle.helper_vhosts
         report("one_node_try", tries[-1])
+        if len(tries) == 1:  # its only child so far is the helper, if it forked one (Envoy's check comes later)
+            helper_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     best = {
         # the first compile builds every host's routes and every cluster; later ones (any node) reuse them
         "first_seconds": tries[0]["seconds"],
@@ -136,8 +138,10 @@ def measure(state_dir: Path, repeat: int, all_nodes: bool, report) -> None:
         "best_cpu_seconds": min(t["cpu_seconds"] for t in tries),
         "tries": [t["seconds"] for t in tries],
         "cpu_tries": [t["cpu_seconds"] for t in tries],
-        # outbound virtual hosts of the first compile built by its forked helper (0: none was forked)
+        # outbound virtual hosts of the first compile built by its forked helper (0: none was forked), and the
+        # helper's peak RSS (pages it shares with the compiler count in both)
         "helper_vhosts": helper_vhosts,
+        "helper_peak_rss_kib": helper_rss if helper_vhosts else 0,
     }
     report("one_node", {"node": node, **best, **bundle_sizes(bundle.files), "stats": bundle.stats})
     report("envoy_validate", envoy_check(bundle.files, mesh.proxy.config_dir))

@@ -188,7 +188,10 @@ def _start_helper(ctx: CompileContext, parallel: bool | None) -> VhostHelper | N
         classes = _outbound_classes(ctx, build_classes(ctx))
         return OutboundBuilder(ctx, ClusterCatalog.shared(ctx)).for_helper(classes)
 
-    return VhostHelper(builder)
+    try:
+        return VhostHelper(builder)
+    except OSError:  # no fork here (a process or memory limit): compile alone
+        return None
 
 
 def _outbound_part(

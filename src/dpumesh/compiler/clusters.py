@@ -125,7 +125,7 @@ class ClusterCatalog:
         if name is not None:
             self._names[key] = name
             return name
-        cluster = self.build(cls, host, port, subset, dr, signals)
+        cluster, hash_policy = self.build(cls, host, port, subset, dr, signals)
         name = istio_name(port, subset, host.fqdn) + (HTTP_SIGNAL_SUFFIX if signals else "")
         if _uses_credentials(cluster):
             name += f"~{cls.namespace}"
@@ -135,6 +135,8 @@ class ClusterCatalog:
             name += f"~dr={dr.meta.key}"
         cluster["name"] = name
         cluster["alt_stat_name"] = istio_name(port, subset, host.fqdn)
+        if hash_policy:
+            self.hash_policies[name] = hash_policy  # by the full name: its routes alone, not another variant's
         if name not in self.encoded:
             self.encoded[name] = encode_resource(CLUSTER, cluster)
             self.described[name] = describe_cluster(cluster)
@@ -144,7 +146,8 @@ class ClusterCatalog:
     # -- building -------------------------------------------------------------------------
     def build(
         self, cls: View, host: Host, port: int, subset: str, dr: IstioObject | None, signals_http: bool = False
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """The cluster, and the hash policy its routes need (`apply_load_balancer`)."""
         hp = host.ports[port]
         policy = effective_policy(dr, subset, port)
         endpoints = hp.endpoints
@@ -176,24 +179,24 @@ class ClusterCatalog:
         elif _upstream_http2(hp.protocol, policy.get("connectionPool")):
             cluster["typed_extension_protocol_options"] = _http_options(http2=True)
         where = ("DestinationRule", dr.meta.namespace, dr.meta.name) if dr else None
-        name = istio_name(port, subset, host.fqdn)
-        self.apply_load_balancer(cluster, policy.get("loadBalancer"), where, name, is_http(hp.protocol))
+        hash_policy = self.apply_load_balancer(cluster, policy.get("loadBalancer"), where, is_http(hp.protocol))
         self.apply_connection_pool(cluster, policy.get("connectionPool"), where, hp.protocol, host.sniffs(port))
         self.apply_outlier(cluster, policy.get("outlierDetection"), where)
         alpn = tls.ISTIO_HTTP_ALPN if signals_http else tls.ISTIO_ALPN
         self.apply_tls(cluster, cls, host, port, subset, policy.get("tls"), where, endpoints, alpn)
         if not cluster["common_lb_config"]:
             del cluster["common_lb_config"]
-        return cluster
+        return cluster, hash_policy
 
-    def apply_load_balancer(self, cluster, lb, where, name, http: bool) -> None:
+    def apply_load_balancer(self, cluster, lb, where, http: bool) -> list[dict[str, Any]] | None:
+        """The load balancer into `cluster`; returns the hash policy its routes need (consistent hash)."""
         if not lb:
-            return
+            return None
         if "simple" in lb:
             simple = lb["simple"]
             if simple not in SIMPLE_LB:
                 self._error(where, "trafficPolicy.loadBalancer.simple", f"{simple!r} is not one of {sorted(SIMPLE_LB)}")
-                return
+                return None
             if simple == "PASSTHROUGH":
                 cluster.update({"type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"})
                 cluster.pop("load_assignment", None)
@@ -208,7 +211,7 @@ class ClusterCatalog:
                 cookie = ch["httpCookie"] or {}
                 if not cookie.get("name"):
                     self._error(where, "trafficPolicy.loadBalancer.consistentHash.httpCookie.name", "is required")
-                    return
+                    return None
                 policy = {"cookie": {"name": cookie["name"]}}
                 if cookie.get("ttl"):
                     policy["cookie"]["ttl"] = envoy_duration(parse_duration(cookie["ttl"]) or 0)
@@ -220,7 +223,7 @@ class ClusterCatalog:
                 policy = {"query_parameter": {"name": str(ch["httpQueryParameterName"])}}
             else:
                 self._error(where, "trafficPolicy.loadBalancer.consistentHash", "names no hash key")
-                return
+                return None
             if "maglev" in ch:
                 cluster["lb_policy"] = "MAGLEV"
                 size = (ch.get("maglev") or {}).get("tableSize")
@@ -231,9 +234,9 @@ class ClusterCatalog:
                 size = (ch.get("ringHash") or {}).get("minimumRingSize") or ch.get("minimumRingSize") or 1024
                 cluster["ring_hash_lb_config"] = {"minimum_ring_size": size}
             if http or "connection_properties" in policy:
-                self.hash_policies[name] = [policy]
-        if "localityLbSetting" in lb:
-            pass  # one node, one locality: nothing to do (reported in parity)
+                return [policy]
+        # localityLbSetting: one node, one locality: nothing to do (reported in parity)
+        return None
 
     def apply_connection_pool(self, cluster, pool, where, protocol, sniffed: bool = False) -> None:
         if not pool:

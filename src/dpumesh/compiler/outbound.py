@@ -804,9 +804,8 @@ class OutboundBuilder:
         cluster = action.get("cluster")
         if cluster is None and action.get("weighted_clusters"):
             cluster = action["weighted_clusters"]["clusters"][0]["name"]
-        alt = cluster.split("~", 1)[0] if cluster else None
-        if alt in self.catalog.hash_policies:
-            action["hash_policy"] = self.catalog.hash_policies[alt]
+        if cluster in self.catalog.hash_policies:  # the route's own cluster, built when the route named it
+            action["hash_policy"] = self.catalog.hash_policies[cluster]
 
 
 @functools.lru_cache(maxsize=2)

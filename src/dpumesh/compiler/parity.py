@@ -52,8 +52,8 @@ def collect_pod_notes(ctx: CompileContext) -> None:
 class ClassViews:
     """The outbound features of a set of classes: those most have (`common`), and per class either what it has
     beyond them (`extra`) and which of them it lacks (`missing`), or, for a class that has fewer than half of
-    them (a Sidecar that scopes it to a few namespaces), its own full list (`alone`: `extra` holds every feature
-    it has and `missing` is empty)."""
+    them (a Sidecar that scopes it to a few namespaces), its own full list (`alone`: `extra` holds the common
+    features it has, then its own, and `missing` is empty)."""
 
     common: list[ParityEntry]
     extra: dict[str, list[ParityEntry]]
@@ -86,12 +86,13 @@ def class_views(class_parity: dict[ParityEntry, list[frozenset[str]]], names: li
     for name in sorted(everyone):
         has = [e for classes, entries in common_by_set.items() if name in classes for e in entries]
         own = [e for classes, entries in extra_by_set.items() if name in classes for e in entries]
+        own = [entry for _, entry in sorted(own, key=_POSITION)]
         if len(has) * 2 < len(common):
-            alone.add(name)
-            extra[name] = [entry for _, entry in sorted(has + own, key=_POSITION)]
+            alone.add(name)  # the common features it has, then its own: as `features_of` lists them otherwise
+            extra[name] = [entry for _, entry in sorted(has, key=_POSITION)] + own
             missing[name] = []
         else:
-            extra[name] = [entry for _, entry in sorted(own, key=_POSITION)]
+            extra[name] = own
             lacks = [e for classes, entries in common_by_set.items() if name not in classes for e in entries]
             missing[name] = [entry for _, entry in sorted(lacks, key=_POSITION)]
     common_count = _count(common)

@@ -122,13 +122,12 @@ def validate_destination_rule(ctx: CompileContext, dr: IstioObject, catalog) -> 
                 "common_lb_config": {},
                 "connect_timeout": "10s",
             }
-            catalog.apply_load_balancer(scratch, layer.get("loadBalancer"), where, "", True)
+            catalog.apply_load_balancer(scratch, layer.get("loadBalancer"), where, True)
             catalog.apply_connection_pool(scratch, layer.get("connectionPool"), where, "HTTP")
             catalog.apply_outlier(scratch, layer.get("outlierDetection"), where)
             mode = (layer.get("tls") or {}).get("mode")
             if layer.get("tls") and mode not in ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"):
                 ctx.diag.error(*where, "spec.trafficPolicy.tls.mode", f"{mode!r} is not a TLS mode")
-        catalog.hash_policies.pop("", None)
 
 
 def check_merged_destination_rules(ctx: CompileContext) -> None:

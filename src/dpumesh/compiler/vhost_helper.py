@@ -31,11 +31,13 @@ import signal
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 # Fewer virtual hosts than this are built faster than a fork, a transfer and a replay cost.
 MIN_VHOSTS = 1500
 CHUNK = 100  # virtual hosts per chunk: small enough that the last one arrives soon after the sides meet
+STALL_SECONDS = 30.0  # a chunk takes milliseconds: a helper this late is stuck
 DISABLE_ENV = "DPUMESH_COMPILE_HELPER"  # "0": never fork a helper
 NOT_STARTED = 0xFFFFFFFF
 # Shared progress: at 0 the compiler's next virtual host, at 4 the lowest one the helper built. Each side writes
@@ -78,7 +80,17 @@ def wanted(vhost_count: int, parallel: bool | None) -> bool:
         return False
     if parallel:
         return True
-    return os.environ.get(DISABLE_ENV, "") != "0" and vhost_count >= MIN_VHOSTS and len(os.sched_getaffinity(0)) >= 2
+    return os.environ.get(DISABLE_ENV, "") != "0" and vhost_count >= MIN_VHOSTS and _cpus() >= 2
+
+
+def _cpus() -> float:
+    """The CPUs this process may use: its affinity, and its cgroup's quota when it has one (a container)."""
+    cpus: float = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    return cpus
 
 
 class VhostHelper:
@@ -93,18 +105,26 @@ class VhostHelper:
         self._failed = False
         self._ended = False  # the helper sent its last chunk
         self._pending = b""  # a place line not read in full yet
+        self._pid = 0
+        self._places: int | None = None
+        self._memory: int | None = None
         self._progress = mmap.mmap(-1, 2 * _FIELD.size)  # anonymous and shared: the fork maps it in both
         _FIELD.pack_into(self._progress, COMPILER_NEXT, 0)
         _FIELD.pack_into(self._progress, HELPER_LOWEST, NOT_STARTED)
-        self._memory = os.memfd_create("dpumesh-vhost-helper")
-        read_end, write_end = os.pipe()
-        self._pid = os.fork()
-        if self._pid == 0:  # the helper
-            os.close(read_end)
-            _run_helper(self._memory, write_end, self._progress, source)
-        os.close(write_end)
-        os.set_blocking(read_end, False)
-        self._places: int | None = read_end
+        try:
+            self._memory = os.memfd_create("dpumesh-vhost-helper")
+            self._places, write_end = os.pipe()
+            try:
+                self._pid = os.fork()
+                if self._pid == 0:  # the helper
+                    os.close(self._places)
+                    _run_helper(self._memory, write_end, self._progress, source)
+            finally:
+                os.close(write_end)
+            os.set_blocking(self._places, False)
+        except OSError:
+            self.close()  # no fork (process or memory limits): the caller compiles alone
+            raise
 
     def expect(self, classes: list[str]) -> None:
         """The classes the compiler builds its virtual hosts for: the helper's must be the same."""
@@ -146,7 +166,8 @@ class VhostHelper:
             except BlockingIOError:
                 if read_any or not wait:
                     return True
-                select.select([self._places], [], [])
+                if not select.select([self._places], [], [], STALL_SECONDS)[0]:
+                    return False  # a helper that stalls: build the rest locally rather than wait on it
                 continue
             if not data:  # the helper closed its end: it ended, failed or died
                 self._ended = True
@@ -172,15 +193,18 @@ class VhostHelper:
 
     def close(self) -> None:
         """Stop the helper if it still runs, reap it, and free what it shared."""
-        if self._places is not None:
-            os.close(self._places)
-            self._places = None
-        if self._pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
-            os.waitpid(self._pid, 0)
-            self._pid = 0
-            os.close(self._memory)
+        try:
+            if self._pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):  # reaped already by a SIGCHLD handler of the caller
+                    os.waitpid(self._pid, 0)
+                self._pid = 0
+        finally:
+            for fd in (self._places, self._memory):
+                if fd is not None:
+                    os.close(fd)
+            self._places = self._memory = None
             self._progress.close()
 
 

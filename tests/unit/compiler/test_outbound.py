@@ -283,6 +283,32 @@ spec: {host: api, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {n
     assert cluster["lb_policy"] == "RING_HASH"
 
 
+def test_a_client_namespace_hash_policy_stays_with_its_own_clusters(compile_docs):
+    """Only `other` has a consistent-hash DestinationRule for api: shop's routes to api hash nothing, though
+    other's cluster variant of api (a suffix apart) is built first."""
+    c = compile_docs(
+        API_POD_AND_SERVICE
+        + """
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: other}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api-sticky, namespace: other}
+spec: {host: api.shop.svc.cluster.local, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}
+"""
+    )
+    api = "api.shop.svc.cluster.local"
+    theirs = routes_for(c, "other/b", 80, api)[0]["route"]
+    ours = routes_for(c, "shop/a", 80, api)[0]["route"]
+    assert theirs["cluster"] == f"outbound|80||{api}~dr=other/api-sticky"
+    assert theirs["hash_policy"] == [{"header": {"header_name": "x-user"}}]
+    assert ours["cluster"] == f"outbound|80||{api}"
+    assert "hash_policy" not in ours
+
+
 def test_sidecar_egress_scopes_visible_hosts_and_policy(compile_dir):
     c = compile_dir("features")
     client = pod_ip(c, "other/client-0")

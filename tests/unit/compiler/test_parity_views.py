@@ -35,7 +35,7 @@ def test_common_features_and_what_each_class_adds_or_lacks():
     assert views.alone == {"d"}, "d has one of the three common features: fewer than half"
     assert views.extra["a"] == [ONLY_A] and views.missing["a"] == []
     assert views.extra["b"] == [] and views.missing["b"] == []
-    assert views.extra["d"] == [ONLY_D, EVERYWHERE], "d's own list, in the report's order (unsupported first)"
+    assert views.extra["d"] == [EVERYWHERE, ONLY_D], "the common features d has, then its own"
     assert views.missing["d"] == []
     assert views.counts["a"] == Counter({KEPT: 2, DIFFERENT: 1, UNSUPPORTED: 1})
     assert views.counts["d"] == Counter({KEPT: 2})
@@ -65,14 +65,14 @@ def test_each_pod_gets_its_view_whole_in_the_report_and_the_summary():
         "pods": ["ops/tool-0"],
         "alone": True,
         "features": [
-            {"feature": ONLY_D.feature, "status": KEPT, "detail": ""},
             {"feature": EVERYWHERE.feature, "status": KEPT, "detail": ""},
+            {"feature": ONLY_D.feature, "status": KEPT, "detail": ""},
         ],
     }
     assert parity["views"]["a"]["missing"] == []
     assert [f["feature"] for f in features_of(parity, "ops/tool-0")] == [
-        ONLY_D.feature,
         EVERYWHERE.feature,
+        ONLY_D.feature,
         own.feature,
     ]
     assert [f["feature"] for f in features_of(parity, "shop/web-0")] == [
@@ -83,6 +83,6 @@ def test_each_pod_gets_its_view_whole_in_the_report_and_the_summary():
     ]
     assert parity["totals"] == {KEPT: 2 + 3, DIFFERENT: 1, UNSUPPORTED: 1}
     text = summary(parity).decode()
-    assert "Outbound view d (ops/tool-0), all its features:\n  [kept] VirtualService/ops/only-d\n" in text
+    assert "Outbound view d (ops/tool-0), all its features:\n  [kept] VirtualService/shop/everywhere\n" in text
     assert f"  [{DIFFERENT}] protocol of most.shop:80 — detected" in text
     assert "does not apply" not in text

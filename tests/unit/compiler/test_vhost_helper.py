@@ -95,7 +95,7 @@ def test_both_sides_build_and_meet(alone, monkeypatch):
     assert (bundle.files, [str(w) for w in bundle.warnings]) == alone["node-1"]
 
 
-@pytest.mark.parametrize("failure", ["raises", "dies", "wrong-hosts", "other-classes"])
+@pytest.mark.parametrize("failure", ["raises", "dies", "wrong-hosts", "other-classes", "stalls"])
 def test_whatever_the_helper_does_the_bundle_is_the_same(alone, monkeypatch, failure):
     real = OutboundBuilder.traced_vhost
     built = []
@@ -107,12 +107,15 @@ def test_whatever_the_helper_does_the_bundle_is_the_same(alone, monkeypatch, fai
                 raise RuntimeError("helper bug")
             if failure == "dies":
                 os._exit(3)
+            if failure == "stalls":
+                time.sleep(3600)
         vhost = real(self, planned)
         if failure == "wrong-hosts" and len(built) >= 60:
             vhost = vhost._replace(key=(vhost.key[0], "elsewhere"))
         return vhost
 
     monkeypatch.setattr(vhost_helper, "CHUNK", 20)
+    monkeypatch.setattr(vhost_helper, "STALL_SECONDS", 1.0)
     monkeypatch.setattr(OutboundBuilder, "traced_vhost", broken)
     if failure == "other-classes":
         monkeypatch.setattr(OutboundBuilder, "class_names", lambda self: ["not-a-class"])
@@ -120,6 +123,20 @@ def test_whatever_the_helper_does_the_bundle_is_the_same(alone, monkeypatch, fai
     before = _children()
     assert _compile_all(_generated(), parallel=True) == alone
     assert _children() == before
+
+
+def test_without_a_fork_the_compiler_builds_alone(alone, monkeypatch):
+    """A process or memory limit that refuses the fork: the same bundle, built alone, and nothing left open."""
+
+    def refused():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(vhost_helper.os, "fork", refused)
+    fds = set(os.listdir("/proc/self/fd"))
+    bundle = compile_node(_generated(), MeshSettings(), "node-1", parallel=True)
+    assert bundle.helper_vhosts == 0
+    assert (bundle.files, [str(w) for w in bundle.warnings]) == alone["node-1"]
+    assert set(os.listdir("/proc/self/fd")) == fds
 
 
 def test_an_invalid_state_is_reported_and_the_helper_stopped():
