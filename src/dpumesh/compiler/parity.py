@@ -141,7 +141,7 @@ def report(ctx: CompileContext, views: ClassViews, pods: dict[str, tuple[dict[st
                 else {
                     "pods": ctx.class_pods[name],
                     "features": _entries(views.extra[name]),
-                    "missing": [e.feature for e in views.missing[name]],
+                    "missing": _entries(views.missing[name]),
                 }
             )
             for name in sorted(ctx.class_pods)
@@ -158,8 +158,12 @@ def features_of(parity: dict[str, Any], pod: str) -> list[dict[str, str]]:
     view = parity["views"][entry["view"]]
     if view.get("alone"):
         return view["features"] + entry["features"]
-    lacking = set(view["missing"])
-    return [f for f in parity["common"] if f["feature"] not in lacking] + view["features"] + entry["features"]
+    lacking = {_key(f) for f in view["missing"]}  # whole entries: a feature may be common with two statuses
+    return [f for f in parity["common"] if _key(f) not in lacking] + view["features"] + entry["features"]
+
+
+def _key(feature: dict[str, str]) -> tuple[str, str, str]:
+    return feature["feature"], feature["status"], feature["detail"]
 
 
 def _count(entries: list[ParityEntry]) -> Counter:
@@ -194,8 +198,7 @@ def summary(parity: dict[str, Any]) -> bytes:
             lines += ["", f"Outbound view {name} ({pods}), all its features:", *_lines(view["features"])]
             continue
         lines += ["", f"Outbound view {name} ({pods}):", *_lines(view["features"])]
-        if view["missing"]:  # possibly thousands: one join, not a line each
-            lines.append("  [does not apply] " + "\n  [does not apply] ".join(view["missing"]))
+        lines += [f"  [does not apply] {line[2:]}" for line in _lines(view["missing"])]
     lines.append("")
     for key, pod in parity["pods"].items():
         if not pod["meshed"]:

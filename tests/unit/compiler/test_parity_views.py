@@ -49,6 +49,26 @@ def test_a_view_that_lacks_a_common_feature_says_so():
     assert views.counts["d"] == Counter({KEPT: 1, DIFFERENT: 1})
 
 
+def test_a_feature_common_with_two_statuses_is_lacked_one_at_a_time():
+    """One feature name, kept for some classes and unsupported for others: a class lacking one keeps the other."""
+    sniffed = ParityEntry("protocol of db.shop:5432", KEPT, "detected")
+    plain = ParityEntry("protocol of db.shop:5432", UNSUPPORTED, "")
+    views = class_views({EVERYWHERE: [ALL], sniffed: [ABC], plain: [frozenset("bcd")]}, sorted(ALL))
+    ctx = SimpleNamespace(node="node-1", class_pods={"a": ["shop/a-0"], "d": ["ops/d-0"]})
+    pods = {
+        "shop/a-0": ({"meshed": True, "view": "a", "features": []}, Counter()),
+        "ops/d-0": ({"meshed": True, "view": "d", "features": []}, Counter()),
+    }
+    parity = report(ctx, views, pods)
+    assert parity["views"]["a"]["missing"] == [{"feature": plain.feature, "status": UNSUPPORTED, "detail": ""}]
+    statuses = {
+        name: [f["status"] for f in features_of(parity, pod) if f["feature"] == plain.feature]
+        for name, pod in (("a", "shop/a-0"), ("d", "ops/d-0"))
+    }
+    assert statuses == {"a": [KEPT], "d": [UNSUPPORTED]}
+    assert f"  [does not apply] [{UNSUPPORTED}] {plain.feature}" in summary(parity).decode()
+
+
 def test_each_pod_gets_its_view_whole_in_the_report_and_the_summary():
     views = _views()
     own = ParityEntry("PeerAuthentication/ops/strict", KEPT, "")
