@@ -73,7 +73,7 @@ def _context(state: ClusterState, mesh: MeshSettings, node: str, only_pod: str) 
         )
     if not state.nodes[node].has_dpu:
         raise DpumeshError(f"node {node!r} has no DPU: label it dpumesh.io/dpu=true")
-    key = ("checked", mesh.shared_key())
+    key = _checked_key(mesh)
     if key in state.derived:
         # Another node of this state was prepared already: the registry, the findings and the
         # per-(namespace, host) lookups are the same for every node.
@@ -98,8 +98,12 @@ def _check(ctx: CompileContext) -> None:
         validate_sidecar(ctx, sc)
     check_port_conflicts(ctx)
     validate_security(ctx)
-    key = ("checked", ctx.mesh.shared_key())
-    state.derived[key] = (ctx.registry, list(ctx.diag.errors), list(ctx.diag.warnings), ctx.memo)
+    state.derived[_checked_key(ctx.mesh)] = (ctx.registry, list(ctx.diag.errors), list(ctx.diag.warnings), ctx.memo)
+
+
+def _checked_key(mesh: MeshSettings) -> tuple:
+    """Where a state keeps what `_check` found and what its nodes share (the same for every node)."""
+    return ("checked", mesh.shared_key())
 
 
 def compile_sidecar(state: ClusterState, mesh: MeshSettings, pod_key: str) -> NodeBundle:
@@ -168,10 +172,6 @@ def _outbound_classes(ctx: CompileContext, local: list[SourceClass]) -> list[Sou
     return local
 
 
-def _outbound_key(classes: list[SourceClass]) -> tuple:
-    return ("outbound-part", tuple(c.name for c in classes))
-
-
 def _start_helper(ctx: CompileContext, parallel: bool | None) -> VhostHelper | None:
     """A helper building outbound HTTP virtual hosts alongside the rest of a state's first compile.
 
@@ -198,7 +198,7 @@ def _outbound_part(
     ctx: CompileContext, catalog: ClusterCatalog, classes: list[SourceClass], helper: VhostHelper | None
 ) -> OutboundPart:
     """The chains of `classes` (`_outbound_classes`), built once per set of classes."""
-    key = _outbound_key(classes)
+    key = ("outbound-part", tuple(c.name for c in classes))
     if key not in ctx.memo:
         builder = OutboundBuilder(ctx, catalog)
         body = builder.body(classes, helper)

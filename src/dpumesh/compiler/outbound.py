@@ -173,6 +173,11 @@ def short_domains(host: Host, port: int) -> list[str]:
     return [host.short_name, f"{host.short_name}:{port}"] if host.kind == "Service" else []
 
 
+def _encoded_vhost(vhost: dict[str, Any]) -> tuple[bytes, str]:
+    """A virtual host's JSON and its describe lines, joined: what the listener and `describe.txt` take of it."""
+    return compact_json(vhost), "\n".join(describe_vhost(vhost))
+
+
 def view_suffix(view: View) -> str:
     if view.namespace == ANY_NAMESPACE and not view.source_matches and not view.not_imported:
         return ""
@@ -180,6 +185,16 @@ def view_suffix(view: View) -> str:
     if view.not_imported:
         digest += f"~not={digest_of(sorted(view.not_imported))}"
     return f"~{view.namespace or '*'}{digest}"
+
+
+class _HttpSplit(NamedTuple):
+    """One destination port's hosts, by what the port's HTTP chain does with them."""
+
+    chain_hosts: list  # (host, classes that see it) of the HTTP chain: HTTP hosts, then those detected
+    other: list  # the hosts that are not HTTP (the detected ones among them)
+    sniffed: bool  # some host's protocol is detected on this port
+    http_classes: set[str]  # classes that see an HTTP host
+    chain_classes: set[str]  # classes that see a host of the chain
 
 
 class Built(NamedTuple):
@@ -266,7 +281,7 @@ class OutboundBuilder:
     def body(self, classes: list[SourceClass], helper: VhostHelper | None = None) -> dict[str, Any]:
         """The listener's chains and chain matcher: the same for every node with these classes.
 
-        `helper` has built the HTTP virtual hosts from its `start` on (`helper_vhosts`).
+        `helper` builds HTTP virtual hosts alongside (`vhost_helper`); `_planned_vhost` takes those it built.
         """
         self.setup(classes)
         self._helper, self._vhost_index = helper, 0
@@ -294,9 +309,9 @@ class OutboundBuilder:
         """Every HTTP virtual host `body` builds from a plan, in its order: (port, the chain's users, entry)."""
         planned = []
         for port, hosts in self.hosts_by_port().items():
-            chain_hosts, _, _, chain_classes = self._http_split(port, hosts)
-            if chain_hosts:
-                users, entries, _ = self.http_plan(port, chain_hosts, chain_classes)
+            split = self._http_split(port, hosts)
+            if split.chain_hosts:
+                users, entries, _ = self.http_plan(port, split.chain_hosts, split.chain_classes)
                 planned += [(port, users, entry) for entry in entries]
         return planned
 
@@ -312,10 +327,10 @@ class OutboundBuilder:
         diag = self.ctx.diag
         errors, warnings = len(diag.errors), len(diag.warnings)
         self._trace = []
-        vhost = self.host_vhost(port, *entry, users=users)
+        encoded, described = _encoded_vhost(self.host_vhost(port, *entry, users=users))
         trace = Trace(tuple(self._trace), tuple(diag.errors[errors:]), tuple(diag.warnings[warnings:]))
         self._trace = None
-        return BuiltVhost((port, entry[0].fqdn), compact_json(vhost), "\n".join(describe_vhost(vhost)), trace)
+        return BuiltVhost((port, entry[0].fqdn), encoded, described, trace)
 
     def _planned_vhost(self, port: int, users: list[SourceClass], entry: tuple) -> orjson.Fragment:
         """The virtual host of one planned entry, encoded: the helper's, replayed, or built here.
@@ -326,24 +341,27 @@ class OutboundBuilder:
         self._vhost_index += 1
         done = self._helper.get(index, (port, entry[0].fqdn)) if self._helper else None
         if done is None:
-            vhost = self.host_vhost(port, *entry, users=users)
-            fragment = orjson.Fragment(compact_json(vhost))
-            self.described_vhosts[id(fragment)] = "\n".join(describe_vhost(vhost))
-            return fragment
+            encoded, described = _encoded_vhost(self.host_vhost(port, *entry, users=users))
+        else:
+            self._replay(done.trace)
+            encoded, described = done.json, done.described
+        fragment = orjson.Fragment(encoded)
+        self.described_vhosts[id(fragment)] = described
+        return fragment
+
+    def _replay(self, trace: Trace) -> None:
+        """What building a virtual host in the helper did, done here: clusters used, notes, problems."""
         used, encoded = self.used_clusters, self.catalog.encoded
-        for clusters, group, notes in done.trace.uses:
+        for clusters, group, notes in trace.uses:
             for name in clusters:
                 used[name] = None  # a name used before keeps its place
                 if name not in encoded and (found := self._helper.cluster(name)):
                     encoded[name], self.catalog.described[name] = found
             for feature, status in notes:
                 self.ctx.note_classes(group, feature, status)
-        if done.trace.errors or done.trace.warnings:
-            self.ctx.diag.errors += done.trace.errors
-            self.ctx.diag.warnings += done.trace.warnings
-        fragment = orjson.Fragment(done.json)
-        self.described_vhosts[id(fragment)] = done.described
-        return fragment
+        if trace.errors or trace.warnings:
+            self.ctx.diag.errors += trace.errors
+            self.ctx.diag.warnings += trace.warnings
 
     def _add_chain(self, chain: dict[str, Any]) -> str:
         self.chains.setdefault(chain["name"], chain)
@@ -471,11 +489,11 @@ class OutboundBuilder:
         A host whose protocol is detected is in both: its addresses lead to the HTTP chain when the connection
         speaks HTTP/1.x or h2c, to its TCP chain otherwise.
         """
-        chain_hosts, other, http_classes, chain_classes = self._http_split(port, hosts)
-        sniffed = [(h, s) for h, s in other if h.sniffs(port)]
-        http_chain = self.http_chain(port, chain_hosts, chain_classes) if chain_hosts else ""
+        split = self._http_split(port, hosts)
+        other, http_classes = split.other, split.http_classes
+        http_chain = self.http_chain(port, split.chain_hosts, split.chain_classes) if split.chain_hosts else ""
         sni_hosts = [(h, s) for h, s in other if h.ports[port].protocol == "TLS"]
-        if sniffed:
+        if split.sniffed:
             self.sniffed_ports.add(port)
         if sni_hosts:
             self.sni_ports.add(port)
@@ -528,14 +546,13 @@ class OutboundBuilder:
             }
         }
 
-    def _http_split(self, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> tuple[list, list, set, set]:
-        """(hosts of the port's HTTP chain, the other hosts, classes with HTTP hosts, classes of the chain)."""
+    def _http_split(self, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> _HttpSplit:
         http_hosts = [(h, s) for h, s in hosts if is_http(h.ports[port].protocol)]
         other = [(h, s) for h, s in hosts if not is_http(h.ports[port].protocol)]
         sniffed = [(h, s) for h, s in other if h.sniffs(port)]
         http_classes = {c.name for _, seen in http_hosts for c in seen}
         chain_classes = http_classes | {c.name for _, seen in sniffed for c in seen}
-        return http_hosts + sniffed, other, http_classes, chain_classes
+        return _HttpSplit(http_hosts + sniffed, other, bool(sniffed), http_classes, chain_classes)
 
     # -- TCP / TLS ------------------------------------------------------------------------
     def sni_map(self, cls: SourceClass, port: int, hosts: list[tuple[Host, list[SourceClass]]]) -> dict[str, Any]:

@@ -134,20 +134,19 @@ def report(ctx: CompileContext, views: ClassViews, pods: dict[str, tuple[dict[st
         "node": ctx.node,
         "totals": totals,
         "common": _entries(views.common),
-        "views": {
-            name: (
-                {"pods": ctx.class_pods[name], "alone": True, "features": _entries(views.extra[name])}
-                if name in views.alone
-                else {
-                    "pods": ctx.class_pods[name],
-                    "features": _entries(views.extra[name]),
-                    "missing": _entries(views.missing[name]),
-                }
-            )
-            for name in sorted(ctx.class_pods)
-        },
+        "views": {name: _view(views, name, ctx.class_pods[name]) for name in sorted(ctx.class_pods)},
         "pods": {key: entry for key, (entry, _) in pods.items()},
     }
+
+
+def _view(views: ClassViews, name: str, pods: list[str]) -> dict[str, Any]:
+    view: dict[str, Any] = {"pods": pods}
+    if name in views.alone:
+        view["alone"] = True
+    view["features"] = _entries(views.extra[name])
+    if name not in views.alone:
+        view["missing"] = _entries(views.missing[name])
+    return view
 
 
 def features_of(parity: dict[str, Any], pod: str) -> list[dict[str, str]]:
@@ -198,7 +197,7 @@ def summary(parity: dict[str, Any]) -> bytes:
             lines += ["", f"Outbound view {name} ({pods}), all its features:", *_lines(view["features"])]
             continue
         lines += ["", f"Outbound view {name} ({pods}):", *_lines(view["features"])]
-        lines += [f"  [does not apply] {line[2:]}" for line in _lines(view["missing"])]
+        lines += _lines(view["missing"], "  [does not apply] ")
     lines.append("")
     for key, pod in parity["pods"].items():
         if not pod["meshed"]:
@@ -211,5 +210,5 @@ def summary(parity: dict[str, Any]) -> bytes:
     return b"\n".join([line.encode() for line in lines]) + b"\n"
 
 
-def _lines(features: list[dict[str, str]]) -> list[str]:
-    return [f"  [{f['status']}] {f['feature']}" + (f" — {f['detail']}" if f["detail"] else "") for f in features]
+def _lines(features: list[dict[str, str]], prefix: str = "  ") -> list[str]:
+    return [f"{prefix}[{f['status']}] {f['feature']}" + (f" — {f['detail']}" if f["detail"] else "") for f in features]

@@ -187,7 +187,7 @@ class ServiceRegistry:
                     continue  # the pod does not expose that named port: not an endpoint, as in Kubernetes
             else:
                 target = target_port
-            found.append(HostEndpoint(pod.ip, target, pod.labels, pod, pod.meshed, pod.account))
+            found.append(_endpoint(pod.ip, target, pod))
         return found
 
     def _pods_selected_by(self, namespace: str, selector: dict[str, str]) -> list[Pod]:

@@ -117,16 +117,24 @@ def _source_label_selectors(ctx: CompileContext) -> list[tuple[str, dict]]:
 def source_label_matches(ctx: CompileContext, pod: Pod) -> frozenset[str]:
     """The ids of what selects the pod as a client: VirtualService sourceLabels matches, and DestinationRules
     of its namespace whose workloadSelector picks it."""
-    selectors, rules = _source_label_selectors(ctx), _selected_rules(ctx)
-    if not selectors and not rules:
+    if not _selects_clients(ctx):
         return frozenset()  # the common case, asked for every pod of the cluster
-    matches = [ident for ident, labels in selectors if all(pod.labels.get(k) == str(v) for k, v in labels.items())]
+    matches = [
+        ident
+        for ident, labels in _source_label_selectors(ctx)
+        if all(pod.labels.get(k) == str(v) for k, v in labels.items())
+    ]
     matches += [
         ident
-        for ident, dr, _ in rules
+        for ident, dr, _ in _selected_rules(ctx)
         if dr.meta.namespace == pod.namespace and ctx.selects(dr, pod, "workloadSelector")
     ]
     return frozenset(matches)
+
+
+def _selects_clients(ctx: CompileContext) -> bool:
+    """Whether anything picks client pods by their labels (`source_label_matches`), once per state."""
+    return bool(_source_label_selectors(ctx) or _selected_rules(ctx))
 
 
 def class_name(namespace: str, sidecar: str, source_matches: frozenset[str]) -> str:
@@ -147,7 +155,7 @@ _POD_KEY = operator.attrgetter("meta.key")
 def build_classes(ctx: CompileContext, pods: list[Pod] | None = None) -> list[SourceClass]:
     """The classes of `pods` (by default the node's meshed pods), each with its pods."""
     classes: dict[tuple, SourceClass] = {}
-    selectors = bool(_source_label_selectors(ctx) or _selected_rules(ctx))
+    selectors = _selects_clients(ctx)
     same_for_all: dict[str, tuple] = {}  # namespace → (key, Sidecar) where nothing selects pods one by one
     for pod in sorted(ctx.local_meshed_pods if pods is None else pods, key=_POD_KEY):
         found = same_for_all.get(pod.namespace)
